@@ -1,0 +1,235 @@
+//! The command line: clap definitions for `cargo oci …`, turned into pipeline requests, and the
+//! printing of results (stdout: the result only; stderr: everything for humans).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::cargo_build::CargoFlags;
+use crate::metadata::Selection;
+use crate::pipeline::{self, BuildRequest, Built, Output};
+use crate::reporter::{Reporter, Verbosity};
+use crate::sink::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo-oci",
+    bin_name = "cargo oci",
+    version,
+    about = "Build minimal, hardened, reproducible OCI images from Cargo packages",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the package and write its image (default: an OCI layout in target/oci/<name>/).
+    Build(BuildArgs),
+}
+
+/// How results are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum MessageFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Say nothing on stderr but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Explain each step (-vv passes -vv to cargo).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print results as human text or one JSON object per result.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    pub message_format: MessageFormat,
+}
+
+/// The `cargo build` options cargo-oci passes through.
+#[derive(Debug, Args)]
+pub struct CargoArgs {
+    /// Package to build (see `cargo help pkgid`).
+    #[arg(short, long, value_name = "SPEC")]
+    pub package: Option<String>,
+    /// Binary to put in the image (default: `bin` in metadata, else the only binary).
+    #[arg(long, value_name = "NAME")]
+    pub bin: Option<String>,
+    /// Path to Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Build for the target triple.
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
+    /// Build with the release profile.
+    #[arg(short, long)]
+    pub release: bool,
+    /// Build with the given profile.
+    #[arg(long, value_name = "NAME", conflicts_with = "release")]
+    pub profile: Option<String>,
+    /// Space or comma separated list of features to activate.
+    #[arg(short = 'F', long, value_name = "FEATURES")]
+    pub features: Vec<String>,
+    /// Activate all available features.
+    #[arg(long)]
+    pub all_features: bool,
+    /// Do not activate the `default` feature.
+    #[arg(long)]
+    pub no_default_features: bool,
+    /// Assert that Cargo.lock will remain unchanged.
+    #[arg(long)]
+    pub locked: bool,
+    /// Equivalent to --locked and --offline.
+    #[arg(long)]
+    pub frozen: bool,
+    /// Run without accessing the network.
+    #[arg(long)]
+    pub offline: bool,
+    /// Directory for all generated artifacts.
+    #[arg(long, value_name = "DIRECTORY")]
+    pub target_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+    /// Package what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Output path (a directory for `oci`, a file for the archives).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write a docker-archive to stdout, for `| docker load` or `| podman load`.
+    #[arg(long)]
+    pub stream: bool,
+    /// Another tag (repeatable), besides the configured ones.
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+impl Common {
+    pub fn reporter(&self) -> Reporter {
+        Reporter::new(if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose > 0 {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        })
+    }
+}
+
+impl CargoArgs {
+    fn flags(&self, common: &Common) -> CargoFlags {
+        CargoFlags {
+            manifest_path: self.manifest_path.clone(),
+            target: self.target.clone(),
+            release: self.release,
+            profile: self.profile.clone(),
+            features: self.features.clone(),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            locked: self.locked,
+            frozen: self.frozen,
+            offline: self.offline,
+            target_dir: self.target_dir.clone(),
+            quiet: common.quiet,
+            verbose: common.verbose.saturating_sub(1),
+        }
+    }
+
+    fn selection(&self, tags: &[String]) -> Selection {
+        Selection {
+            package: self.package.clone(),
+            bin: self.bin.clone(),
+            manifest_path: self.manifest_path.clone(),
+            tags: tags.to_vec(),
+        }
+    }
+}
+
+/// Parses the arguments, accepting both `cargo oci build` (cargo passes `oci` first) and
+/// `cargo-oci build`.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Cli {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "oci") {
+        args.remove(1);
+    }
+    Cli::parse_from(args)
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(a) => {
+            let report = a.common.reporter();
+            let req = BuildRequest {
+                selection: a.cargo.selection(&a.tags),
+                cargo: a.cargo.flags(&a.common),
+                no_build: a.no_build,
+                output: Output::from_options(a.format, a.output.clone(), a.stream)?,
+            };
+            let built = pipeline::build(&req, &report)?;
+            print_built(&built, &req.output, a.common.message_format, &report);
+            Ok(())
+        }
+    }
+}
+
+fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Reporter) {
+    let img = &b.image;
+    let size: u64 = img.layers.iter().map(|l| l.blob.size).sum();
+    let fmt = match output {
+        Output::Layout(_) => "oci",
+        Output::OciArchive(_) => "oci-archive",
+        Output::DockerArchive(_) | Output::Stream => "docker-archive",
+    };
+    let pinned = format!("{}@{}", img.name, img.manifest.digest);
+    if let Some(p) = &b.path {
+        report.status("Finished", &format!("{fmt} image at {}", p.display()));
+    }
+    let lines = match format {
+        MessageFormat::Json => vec![json!({
+            "reason": "image-built",
+            "name": img.name.full,
+            "tags": img.tags,
+            "references": img.references(),
+            "content_tag": img.content_tag,
+            "digest": img.manifest.digest,
+            "config_digest": img.config.digest,
+            "format": fmt,
+            "path": b.path,
+            "size": size,
+            "architecture": img.architecture,
+            "layers": img.layers.iter().map(|l| json!({
+                "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
+                "diff_id": l.diff_id, "uncompressed_size": l.tar_size,
+            })).collect::<Vec<_>>(),
+        })
+        .to_string()],
+        MessageFormat::Human => img.references().into_iter().chain([pinned]).collect(),
+    };
+    // With --stream, stdout carries the image: the result goes to stderr.
+    for l in lines {
+        if *output == Output::Stream {
+            eprintln!("{l}");
+        } else {
+            println!("{l}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The `build` pipeline, one stage after another: metadata → cargo build → closure → plan →
+//! layers → image → sink. Each stage is its own module; this one only wires them in order.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::cargo_build::{self, Artifact, CargoFlags};
+use crate::closure::{self, Closure, ClosureOptions, Executable};
+use crate::error::UsageError;
+use crate::image::{self, Image, Platform};
+use crate::layer;
+use crate::metadata::{self, ImageSpec, Selection};
+use crate::plan::{self, CA_BUNDLE};
+use crate::reporter::Reporter;
+use crate::sink::{self, Format};
+use crate::store::Store;
+
+/// Where the image goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI layout directory (default: `target/oci/<name>`).
+    Layout(Option<PathBuf>),
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+    /// A docker-archive on stdout.
+    Stream,
+}
+
+impl Output {
+    /// From the `--format`, `-o` and `--stream` options.
+    pub fn from_options(
+        format: Option<Format>,
+        output: Option<PathBuf>,
+        stream: bool,
+    ) -> Result<Output, UsageError> {
+        match (format, output, stream) {
+            (None | Some(Format::DockerArchive), None, true) => Ok(Output::Stream),
+            (Some(_), _, true) => Err(UsageError::new(
+                "--stream writes a docker-archive; it takes no other --format",
+            )),
+            (_, Some(_), true) => Err(UsageError::new("--stream writes to stdout; it takes no -o")),
+            (None | Some(Format::Oci), o, false) => Ok(Output::Layout(o)),
+            (Some(Format::OciArchive), Some(o), false) => Ok(Output::OciArchive(o)),
+            (Some(Format::DockerArchive), Some(o), false) => Ok(Output::DockerArchive(o)),
+            (Some(f), None, false) => Err(UsageError::new(format!(
+                "--format {} writes a file: name it with -o FILE",
+                match f {
+                    Format::OciArchive => "oci-archive",
+                    _ => "docker-archive",
+                }
+            ))
+            .hint("or use --stream to write a docker-archive to stdout")),
+        }
+    }
+}
+
+/// What `cargo oci build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub selection: Selection,
+    pub cargo: CargoFlags,
+    pub no_build: bool,
+    pub output: Output,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub spec: ImageSpec,
+    pub image: Image,
+    pub closure: Closure,
+    /// Where the output went (`None` for the stream).
+    pub path: Option<PathBuf>,
+}
+
+/// The target directory in use.
+pub fn target_dir(req: &BuildRequest, spec: &ImageSpec) -> PathBuf {
+    req.cargo
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| spec.target_directory.clone())
+}
+
+/// Runs the whole pipeline.
+pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
+    let mut sel = req.selection.clone();
+    sel.manifest_path = sel
+        .manifest_path
+        .or_else(|| req.cargo.manifest_path.clone());
+    let meta = metadata::cargo_metadata(&sel)?;
+    let package = metadata::select_package(&meta, &sel)?;
+    let spec = metadata::image_spec(&meta, package, &sel)?;
+    let target_dir = target_dir(req, &spec);
+
+    // Fail on an unwritable output before spending time on a build.
+    let out_path = match &req.output {
+        Output::Layout(dir) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| target_dir.join("oci").join(spec.name.short()));
+            std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("."))).ok();
+            sink::check_writable(&dir, "image layout")?;
+            Some(dir)
+        }
+        Output::OciArchive(p) | Output::DockerArchive(p) => {
+            sink::check_writable(p, "image archive")?;
+            Some(p.clone())
+        }
+        Output::Stream => None,
+    };
+
+    let artifact = if req.no_build {
+        cargo_build::existing(&req.cargo, &spec)?
+    } else {
+        cargo_build::build(&req.cargo, &spec)?
+    };
+    report.status(
+        "Packaging",
+        &format!("{} ({})", spec.name, artifact.path.display()),
+    );
+    let built = assemble(&spec, &artifact, &target_dir, report)?;
+
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    match (&req.output, &out_path) {
+        (Output::Layout(_), Some(dir)) => sink::write_layout(&store, &built.0, dir)?,
+        (Output::OciArchive(_), Some(p)) => {
+            sink::write_atomic(p, |w| sink::write_oci_archive(&store, &built.0, w))?
+        }
+        (Output::DockerArchive(_), Some(p)) => {
+            sink::write_atomic(p, |w| sink::write_docker_archive(&store, &built.0, w))?
+        }
+        _ => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 17, stdout.lock());
+            sink::write_docker_archive(&store, &built.0, &mut out)
+                .context("cannot write the image to stdout")?;
+            out.flush().context("cannot write the image to stdout")?;
+        }
+    }
+    Ok(Built {
+        spec,
+        image: built.0,
+        closure: built.1,
+        path: out_path,
+    })
+}
+
+/// From a built executable to an image in the store.
+fn assemble(
+    spec: &ImageSpec,
+    artifact: &Artifact,
+    target_dir: &Path,
+    report: &Reporter,
+) -> Result<(Image, Closure)> {
+    let info = closure::inspect(&artifact.path)?;
+    let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
+    let helper = crate::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
+
+    let executables = [
+        Executable {
+            host_path: artifact.path.clone(),
+            image_path: format!("{}/{}", plan::IMAGE_PATH, spec.bin),
+        },
+        Executable {
+            host_path: helper.clone(),
+            image_path: "/bin/entrypoint".into(),
+        },
+    ];
+    let opts = ClosureOptions {
+        extra_libs: spec.extra_libs.clone(),
+        ..ClosureOptions::default()
+    };
+    let closure = closure::resolve(&executables, &opts)?;
+
+    let ca_bundle = if spec.ca_certificates {
+        let p = PathBuf::from(CA_BUNDLE);
+        if !p.is_file() {
+            return Err(UsageError::new(format!("the host has no CA bundle at {CA_BUNDLE} to put in the image"))
+                .hint("install the ca-certificates package, or set `ca-certificates = false` in [package.metadata.oci]")
+                .into());
+        }
+        Some(p)
+    } else {
+        None
+    };
+
+    let plan = plan::plan(&plan::Inputs {
+        spec,
+        service: artifact.path.clone(),
+        helper,
+        closure: &closure,
+        ca_bundle,
+    });
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let layers = plan
+        .layers
+        .iter()
+        .map(|l| layer::write_layer(&store, l, spec.mtime))
+        .collect::<Result<Vec<_>>>()?;
+    let image = image::assemble(&store, spec, &plan, layers, &platform)?;
+    report.detail(&format!(
+        "closure: {} objects; {} layers, {} bytes compressed",
+        closure.objects.len(),
+        image.layers.len(),
+        image.layers.iter().map(|l| l.blob.size).sum::<u64>()
+    ));
+    Ok((image, closure))
+}

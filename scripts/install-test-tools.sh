@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a Debian/Ubuntu machine with Rust (idempotent).
+# Container tools come from apt; the musl target from rustup; podman gets a config that works in
+# unprivileged sandboxes (runc, cgroupfs, fixed ulimits).
+set -euo pipefail
+
+pkgs=(skopeo umoci runc podman docker.io docker-registry apache2-utils jq
+      libssl-dev zlib1g-dev pkg-config ca-certificates file tmux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-test-tools: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The static example targets musl.
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl
+fi
+
+# podman: runc instead of crun (cgroups hybrid mode), ulimits we are allowed to set, file events.
+conf=/etc/containers/containers.conf
+want='# written by cargo-oci scripts/install-test-tools.sh
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"'
+if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+  mkdir -p /etc/containers
+  printf '%s\n' "$want" > "$conf"
+fi
+echo "install-test-tools: ok" >&2

@@ -1,0 +1,177 @@
+//! Shared harness of the end-to-end tests: runs `cargo oci` on the example crates, finds the real
+//! container tools (a missing one fails under CI=true and skips the check elsewhere), and gives
+//! small helpers to run commands and read their output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The cargo-oci binary under test (`CARGO_OCI_BIN`, else the workspace's release build).
+pub fn cargo_oci_bin() -> PathBuf {
+    let p = std::env::var_os("CARGO_OCI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/cargo-oci"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --release -p cargo-oci` (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Target directory shared by every example build of the run.
+pub fn examples_target_dir() -> PathBuf {
+    root().join("target/e2e")
+}
+
+/// The directory of an example crate.
+pub fn example(name: &str) -> PathBuf {
+    root().join("examples").join(name)
+}
+
+/// True when running in CI, where every tool must be there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Looks a tool up on PATH. In CI a missing tool fails the test; elsewhere it returns None and
+/// the caller skips that check (saying so).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "`{name}` is not installed; scripts/install-test-tools.sh installs it"
+        );
+        eprintln!("SKIP: `{name}` is not installed (run scripts/install-test-tools.sh)");
+    }
+    found
+}
+
+/// The Docker engine the test script started (`CARGO_OCI_TEST_DOCKER_HOST`).
+pub fn docker_host() -> Option<String> {
+    let host = std::env::var("CARGO_OCI_TEST_DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty());
+    if host.is_none() {
+        assert!(
+            !in_ci(),
+            "no Docker engine: run the tests with scripts/test.sh, which starts one"
+        );
+        eprintln!(
+            "SKIP: no Docker engine (CARGO_OCI_TEST_DOCKER_HOST unset; scripts/test.sh starts one)"
+        );
+    }
+    host
+}
+
+/// Runs a command, returning its output whatever the exit status.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null());
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cargo oci ARGS` in `dir`, as cargo runs its subcommands.
+pub fn cargo_oci(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(cargo_oci_bin());
+    c.arg("oci").args(args).current_dir(dir);
+    c.env("CARGO_TARGET_DIR", examples_target_dir());
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// An image built from an example, as an OCI layout.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub example: String,
+    /// The OCI layout directory.
+    pub layout: PathBuf,
+    /// `name:tag` references, configured tags first, content tag last.
+    pub references: Vec<String>,
+    pub digest: String,
+    pub json: serde_json::Value,
+}
+
+impl Built {
+    /// The first `name:tag`.
+    pub fn reference(&self) -> &str {
+        &self.references[0]
+    }
+    /// The tag part of the first reference.
+    pub fn tag(&self) -> &str {
+        self.reference().rsplit(':').next().unwrap_or_default()
+    }
+    /// `oci:DIR:TAG` for skopeo and friends.
+    pub fn oci_ref(&self) -> String {
+        format!("oci:{}:{}", self.layout.display(), self.reference())
+    }
+}
+
+/// Builds an example's image (release, OCI layout) once per test process.
+pub fn built(example_name: &str) -> Built {
+    static CACHE: OnceLock<Mutex<BTreeMap<String, Built>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = guard.get(example_name) {
+        return b.clone();
+    }
+    let out = ok(cargo_oci(
+        &example(example_name),
+        &["build", "--release", "--message-format", "json"],
+    ));
+    let json: serde_json::Value =
+        serde_json::from_str(out.trim()).expect("build prints one JSON object");
+    let b = Built {
+        example: example_name.to_string(),
+        layout: PathBuf::from(json["path"].as_str().expect("path")),
+        references: json["references"]
+            .as_array()
+            .expect("references")
+            .iter()
+            .map(|r| r.as_str().unwrap_or_default().to_string())
+            .collect(),
+        digest: json["digest"].as_str().expect("digest").to_string(),
+        json,
+    };
+    guard.insert(example_name.to_string(), b.clone());
+    b
+}
+
+/// A unique name for containers and images of this run.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
