@@ -14,9 +14,9 @@ export CARGO_OCI_BIN="$root/target/release/cargo-oci"
 # A Docker engine of our own for this run, on a private socket.
 run_dir="$(mktemp -d /tmp/cargo-oci-test.XXXXXX)"
 cleanup() {
-  if [ -f "$run_dir/dockerd.pid" ]; then
-    kill "$(cat "$run_dir/dockerd.pid")" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$(cat "$run_dir/dockerd.pid")" 2>/dev/null || break; sleep 0.1; done
+  if [ -n "${dockerd_pid:-}" ]; then
+    kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -rf "$run_dir" 2>/dev/null || true
 }
@@ -25,6 +25,7 @@ if [ -x /usr/sbin/dockerd ]; then
   /usr/sbin/dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 \
     --data-root="$run_dir/data" --exec-root="$run_dir/exec" --pidfile="$run_dir/dockerd.pid" \
     -H "unix://$run_dir/docker.sock" >"$run_dir/dockerd.log" 2>&1 &
+  dockerd_pid=$!
   for _ in $(seq 100); do
     /usr/bin/docker -H "unix://$run_dir/docker.sock" version >/dev/null 2>&1 && break
     sleep 0.1
@@ -32,4 +33,4 @@ if [ -x /usr/sbin/dockerd ]; then
   export CARGO_OCI_TEST_DOCKER_HOST="unix://$run_dir/docker.sock"
 fi
 
-cargo test --release --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@"
+cargo test --release --locked --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" "$@"

@@ -2,9 +2,10 @@
 //! container tools (a missing one fails under CI=true and skips the check elsewhere), and gives
 //! small helpers to run commands and read their output.
 
+use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
 /// The workspace root.
@@ -78,18 +79,17 @@ pub fn docker_host() -> Option<String> {
     host
 }
 
-/// Runs a command, returning its output whatever the exit status.
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+/// Runs a command, returning its output whatever the exit status (`output()` gives it no stdin).
+pub fn run(mut cmd: impl BorrowMut<Command>) -> Output {
+    let cmd = cmd.borrow_mut();
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a command that must succeed; returns its stdout.
-pub fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
+pub fn ok(mut cmd: impl BorrowMut<Command>) -> String {
+    let cmd = cmd.borrow_mut();
+    let out = run(&mut *cmd);
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",

@@ -144,7 +144,7 @@ fn missing_bin_with_several_binaries() {
         &[
             "Cargo.toml",
             "several binaries",
-            "two-bins, other",
+            "other, two-bins",
             "bin = \"NAME\"",
         ],
     );
