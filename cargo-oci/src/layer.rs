@@ -83,23 +83,33 @@ pub fn write_tar<W: Write>(plan: &LayerPlan, mtime: u64, out: W) -> Result<W> {
                 let size = f.metadata()?.len();
                 h.set_entry_type(EntryType::Regular);
                 h.set_size(size);
-                let exact = Exact {
-                    inner: f.take(size),
-                    left: size,
-                    path: host.display().to_string(),
-                };
-                b.append_data(&mut h, &e.path, exact)?;
+                b.append_data(
+                    &mut h,
+                    &e.path,
+                    Exact::new(f, size, host.display().to_string()),
+                )?;
             }
         }
     }
     Ok(b.into_inner()?)
 }
 
-/// Reads exactly `left` bytes, failing if the file shrank while it was being read.
-struct Exact<R> {
-    inner: R,
+/// Reads exactly `size` bytes, failing if the source ends early (a file that shrank while it was
+/// being read, a truncated blob), so that no archive entry is ever shorter than its header says.
+pub(crate) struct Exact<R> {
+    inner: io::Take<R>,
     left: u64,
-    path: String,
+    what: String,
+}
+
+impl<R: Read> Exact<R> {
+    pub(crate) fn new(inner: R, size: u64, what: String) -> Self {
+        Exact {
+            inner: inner.take(size),
+            left: size,
+            what,
+        }
+    }
 }
 
 impl<R: Read> Read for Exact<R> {
@@ -108,7 +118,10 @@ impl<R: Read> Read for Exact<R> {
         if n == 0 && self.left > 0 && !buf.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{} changed while it was being read", self.path),
+                format!(
+                    "{} ended {} bytes early (did it change while being read?)",
+                    self.what, self.left
+                ),
             ));
         }
         self.left -= n as u64;

@@ -219,7 +219,7 @@ pub fn write_docker_archive(store: &Store, image: &Image, out: &mut dyn Write) -
         b.append_data(
             &mut file_header(l.tar_size),
             &name,
-            io::Read::take(gz, l.tar_size),
+            crate::layer::Exact::new(gz, l.tar_size, format!("layer {}", l.blob.digest)),
         )?;
         layer_names.push(name);
     }
