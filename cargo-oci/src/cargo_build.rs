@@ -31,12 +31,15 @@ pub struct CargoFlags {
     pub verbose: u8,
 }
 
-/// The built executable.
+/// The built executables.
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// The service binary.
     pub path: PathBuf,
     /// The Rust target triple it was built for.
     pub target: String,
+    /// Other binaries of the package built along (probes): (name, path).
+    pub extra: Vec<(String, PathBuf)>,
 }
 
 /// The program to run as cargo: `$CARGO` when cargo runs us as a subcommand, else `cargo`.
@@ -56,7 +59,10 @@ impl CargoFlags {
 
     fn apply(&self, cmd: &mut Command, spec: &ImageSpec) {
         cmd.arg("--manifest-path").arg(&spec.manifest_path);
-        cmd.args(["-p", &spec.package, "--bin", &spec.bin]);
+        cmd.args(["-p", &spec.package]);
+        for bin in std::iter::once(&spec.bin).chain(&spec.probe_bins()) {
+            cmd.args(["--bin", bin]);
+        }
         if let Some(t) = &self.target {
             cmd.args(["--target", t]);
         }
@@ -104,13 +110,13 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
         .context("could not start cargo (is it on PATH, or is $CARGO right?)")?;
     let stdout = child.stdout.take().context("cargo's stdout is not piped")?;
 
-    let mut found = None;
+    let mut found = std::collections::BTreeMap::new();
     for msg in Message::parse_stream(BufReader::new(stdout)) {
         let msg = msg.context("could not read cargo's output")?;
         if let Message::CompilerArtifact(a) = msg {
-            if a.target.name == spec.bin && a.target.kind.contains(&TargetKind::Bin) {
+            if a.target.kind.contains(&TargetKind::Bin) {
                 if let Some(exe) = a.executable {
-                    found = Some(exe.into_std_path_buf());
+                    found.insert(a.target.name.clone(), exe.into_std_path_buf());
                 }
             }
         }
@@ -119,14 +125,51 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     if !status.success() {
         bail!("cargo build failed ({status}); see its messages above");
     }
-    let path =
-        found.with_context(|| format!("cargo built no executable for binary `{}`", spec.bin))?;
+    let mut take = |bin: &String| {
+        found
+            .remove(bin)
+            .with_context(|| format!("cargo built no executable for binary `{bin}`"))
+    };
+    let path = take(&spec.bin)?;
+    let extra = spec
+        .probe_bins()
+        .iter()
+        .map(|b| Ok((b.clone(), take(b)?)))
+        .collect::<Result<Vec<_>>>()?;
     let target = target_of(flags, spec, &path)?;
-    Ok(Artifact { path, target })
+    Ok(Artifact {
+        path,
+        target,
+        extra,
+    })
 }
 
 /// Finds what an earlier `cargo build` left in the target directory (`--no-build`).
 pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
+    let path = existing_bin(flags, spec, &spec.bin)?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut extra = Vec::new();
+    for b in spec.probe_bins() {
+        let p = dir.join(&b);
+        if !p.is_file() {
+            return Err(UsageError::new(format!(
+                "--no-build: the probe binary `{b}` was not built at {}",
+                p.display()
+            ))
+            .hint("run `cargo build` for every binary first, or drop --no-build")
+            .into());
+        }
+        extra.push((b, p));
+    }
+    let target = target_of(flags, spec, &path)?;
+    Ok(Artifact {
+        path,
+        target,
+        extra,
+    })
+}
+
+fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathBuf> {
     let target_dir = flags
         .target_dir
         .clone()
@@ -138,14 +181,14 @@ pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     };
     let mut candidates = Vec::new();
     match &flags.target {
-        Some(t) => candidates.push(target_dir.join(t).join(profile_dir).join(&spec.bin)),
+        Some(t) => candidates.push(target_dir.join(t).join(profile_dir).join(bin)),
         None => {
-            candidates.push(target_dir.join(profile_dir).join(&spec.bin));
+            candidates.push(target_dir.join(profile_dir).join(bin));
             // A target chosen by `build.target` in .cargo/config.toml puts it one level down.
             if let Ok(rd) = std::fs::read_dir(&target_dir) {
                 let mut more: Vec<PathBuf> = rd
                     .filter_map(|e| e.ok())
-                    .map(|e| e.path().join(profile_dir).join(&spec.bin))
+                    .map(|e| e.path().join(profile_dir).join(bin))
                     .filter(|p| p.is_file())
                     .collect();
                 more.sort();
@@ -156,18 +199,14 @@ pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     let Some(path) = candidates.iter().find(|p| p.is_file()) else {
         return Err(UsageError::new(format!(
             "--no-build: no `{}` was built for profile `{}` under {}",
-            spec.bin,
+            bin,
             flags.profile_name(),
             target_dir.display()
         ))
         .hint("run `cargo build` with the same flags first, or drop --no-build")
         .into());
     };
-    let target = target_of(flags, spec, path)?;
-    Ok(Artifact {
-        path: path.clone(),
-        target,
-    })
+    Ok(path.clone())
 }
 
 /// The target triple of an artifact: `--target`, else the directory cargo put it under, else the host.

@@ -117,6 +117,9 @@ pub struct BuildArgs {
     /// Write a docker-archive to stdout, for `| docker load` or `| podman load`.
     #[arg(long)]
     pub stream: bool,
+    /// Also build the debug variant (tags `<tag>-debug`), as `debug = true` does.
+    #[arg(long)]
+    pub debug: bool,
     /// Another tag (repeatable), besides the configured ones.
     #[arg(long = "tag", short = 't', value_name = "TAG")]
     pub tags: Vec<String>,
@@ -182,6 +185,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 selection: a.cargo.selection(&a.tags),
                 cargo: a.cargo.flags(&a.common),
                 no_build: a.no_build,
+                debug: a.debug,
                 output: Output::from_options(a.format, a.output.clone(), a.stream)?,
             };
             let built = pipeline::build(&req, &report)?;
@@ -220,9 +224,23 @@ fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Repor
                 "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
                 "diff_id": l.diff_id, "uncompressed_size": l.tar_size,
             })).collect::<Vec<_>>(),
+            "debug": b.debug.as_ref().map(|d| json!({
+                "tags": d.tags,
+                "references": d.references(),
+                "digest": d.manifest.digest,
+                "config_digest": d.config.digest,
+                "layers": d.layers.iter().map(|l| json!({
+                    "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
+                })).collect::<Vec<_>>(),
+            })),
         })
         .to_string()],
-        MessageFormat::Human => img.references().into_iter().chain([pinned]).collect(),
+        MessageFormat::Human => {
+            let mut lines = img.references();
+            lines.extend(b.debug.iter().flat_map(|d| d.references()));
+            lines.push(pinned);
+            lines
+        }
     };
     // With --stream, stdout carries the image: the result goes to stderr.
     for l in lines {

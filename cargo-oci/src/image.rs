@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use crate::layer::Layer;
 use crate::metadata::{Created, ImageSpec};
-use crate::plan::Plan;
 use crate::reference::ImageName;
 use crate::store::{Blob, Store};
 
@@ -86,18 +85,20 @@ pub fn created_text(created: &Created) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Writes the config and manifest of an image made of `layers` and returns the image.
+/// Writes the config and manifest of an image made of `layers` and returns the image. Its tags
+/// are `tags`, or by default the configured ones plus the content tag.
 pub fn assemble(
     store: &Store,
     spec: &ImageSpec,
-    plan: &Plan,
+    env: &[String],
     layers: Vec<Layer>,
     platform: &Platform,
+    tags: Option<Vec<String>>,
 ) -> Result<Image> {
     let created = created_text(&spec.created);
     let mut cfg = ConfigBuilder::default()
         .user(format!("{}:{}", spec.user, spec.group))
-        .env(plan.env.clone())
+        .env(env.to_vec())
         .entrypoint(vec!["/bin/entrypoint".to_string()])
         .working_dir(spec.workdir.clone())
         .labels(
@@ -177,10 +178,13 @@ pub fn assemble(
         .context("cannot store the manifest")?;
 
     let content_tag = config_blob.hex()[..16].to_string();
-    let mut tags = spec.tags.clone();
-    if !tags.contains(&content_tag) {
-        tags.push(content_tag.clone());
-    }
+    let tags = tags.unwrap_or_else(|| {
+        let mut t = spec.tags.clone();
+        if !t.contains(&content_tag) {
+            t.push(content_tag.clone());
+        }
+        t
+    });
     Ok(Image {
         name: spec.name.clone(),
         tags,

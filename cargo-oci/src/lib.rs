@@ -19,3 +19,4 @@ pub mod reference;
 pub mod reporter;
 pub mod sink;
 pub mod store;
+pub mod tools;

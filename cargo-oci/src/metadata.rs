@@ -29,6 +29,85 @@ pub struct RawOci {
     pub extra_libs: Option<Vec<String>>,
     pub ca_certificates: Option<bool>,
     pub created: Option<String>,
+    pub live: Option<RawProbe>,
+    pub ready: Option<RawProbe>,
+    pub runtime_inputs: Option<Vec<String>>,
+    /// `true`/`false`, or a table `{ enabled = true, inputs = [...] }`.
+    pub debug: Option<serde_json::Value>,
+    pub files: Option<Vec<RawFile>>,
+    pub perms: Option<Vec<RawPerm>>,
+    pub init: Option<bool>,
+}
+
+/// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawProbe {
+    pub http: Option<String>,
+    pub tcp: Option<String>,
+    pub exec: Option<Vec<String>>,
+    pub bin: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `[[package.metadata.oci.files]]`: host files or directories copied into the image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawFile {
+    pub src: String,
+    pub dest: String,
+    pub mode: Option<Mode>,
+}
+
+/// `[[package.metadata.oci.perms]]`: modes and owners applied when the layers are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPerm {
+    pub path: String,
+    pub regex: Option<String>,
+    pub mode: Option<Mode>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A file mode, written as an octal string (`"0644"`) or a TOML integer (`0o644`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a file mode: an octal string such as \"0644\" or an integer such as 0o644",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode, E> {
+                if v > 0o7777 {
+                    return Err(E::custom(format!("mode {v:o} is more than 0o7777")));
+                }
+                Ok(Mode(v as u32))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a mode cannot be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                let digits = v.strip_prefix("0o").unwrap_or(v);
+                u32::from_str_radix(digits, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777 && !digits.is_empty())
+                    .map(Mode)
+                    .ok_or_else(|| {
+                        E::custom(format!("`{v}` is not an octal mode such as \"0644\""))
+                    })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl RawOci {
@@ -79,6 +158,13 @@ impl RawOci {
             extra_libs: self.extra_libs.or(defaults.extra_libs),
             ca_certificates: self.ca_certificates.or(defaults.ca_certificates),
             created: self.created.or(defaults.created),
+            live: self.live.or(defaults.live),
+            ready: self.ready.or(defaults.ready),
+            runtime_inputs: self.runtime_inputs.or(defaults.runtime_inputs),
+            debug: self.debug.or(defaults.debug),
+            files: self.files.or(defaults.files),
+            perms: self.perms.or(defaults.perms),
+            init: self.init.or(defaults.init),
         }
     }
 }
@@ -116,6 +202,81 @@ pub struct ImageSpec {
     /// Timestamp of every file in the layers (SOURCE_DATE_EPOCH or 1).
     pub mtime: u64,
     pub created: Created,
+    pub live: Option<Probe>,
+    pub ready: Option<Probe>,
+    /// Host programs (paths or names on PATH) copied with their closure, on the runtime PATH.
+    pub runtime_inputs: Vec<String>,
+    /// The debug variant, when asked for.
+    pub debug: Option<DebugSpec>,
+    pub files: Vec<FileSpec>,
+    pub perms: Vec<PermSpec>,
+    /// The entrypoint runs the service as a child: forwards signals, reaps zombies.
+    pub init: bool,
+}
+
+impl ImageSpec {
+    /// The package's binaries used as probes (`bin = ...`), built along with the service.
+    pub fn probe_bins(&self) -> Vec<String> {
+        let mut v: Vec<String> = [&self.live, &self.ready]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| match &p.kind {
+                ProbeKind::Bin(b) if *b != self.bin => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// A health probe: `/bin/live` or `/bin/ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub kind: ProbeKind,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// GET; healthy on 2xx and 3xx.
+    Http(String),
+    /// A TCP connect to `host:port`.
+    Tcp(String),
+    /// A command and its arguments; healthy on exit 0.
+    Exec(Vec<String>),
+    /// A bin target of the package, built along and installed at `/bin/<name>`.
+    Bin(String),
+}
+
+/// The debug variant's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DebugSpec {
+    /// Host tools for the debug shell; `None`: busybox if the host has a static one, else bash
+    /// and coreutils.
+    pub inputs: Option<Vec<String>>,
+}
+
+/// A host file or directory copied into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub src: PathBuf,
+    /// Absolute path in the image.
+    pub dest: String,
+    pub mode: Option<u32>,
+}
+
+/// Modes and owners applied to entries as the layers are written.
+#[derive(Debug, Clone)]
+pub struct PermSpec {
+    /// Absolute path in the image.
+    pub path: String,
+    /// When set, applies to `path` and everything under it whose absolute path matches.
+    pub regex: Option<regex::Regex>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// What the user selected on the command line that changes how the spec is read.
@@ -270,6 +431,67 @@ pub fn image_spec(
         Some(s) => Created::Epoch(parse_created(s).map_err(|m| err("created", m))?),
     };
 
+    let live = raw
+        .live
+        .as_ref()
+        .map(|p| probe(p, "live", package))
+        .transpose()
+        .map_err(|m| err("live", m))?;
+    let ready = raw
+        .ready
+        .as_ref()
+        .map(|p| probe(p, "ready", package))
+        .transpose()
+        .map_err(|m| err("ready", m))?;
+    let debug = match &raw.debug {
+        None => None,
+        Some(v) => debug_spec(v).map_err(|m| err("debug", m))?,
+    };
+    let package_dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut files = Vec::new();
+    for (i, f) in raw.files.iter().flatten().enumerate() {
+        let at = |m: String| err(&format!("files[{i}]"), m);
+        if !f.dest.starts_with('/') || f.dest.split('/').any(|c| c == "..") {
+            return Err(at(format!(
+                "dest `{}` must be an absolute path without `..`",
+                f.dest
+            )));
+        }
+        let src = package_dir.join(&f.src);
+        if !src.exists() {
+            return Err(at(format!(
+                "src `{}` does not exist (looked at {})",
+                f.src,
+                src.display()
+            )));
+        }
+        files.push(FileSpec {
+            src,
+            dest: f.dest.trim_end_matches('/').to_string(),
+            mode: f.mode.map(|m| m.0),
+        });
+    }
+    let mut perms = Vec::new();
+    for (i, p) in raw.perms.iter().flatten().enumerate() {
+        let at = |m: String| err(&format!("perms[{i}]"), m);
+        if !p.path.starts_with('/') {
+            return Err(at(format!("path `{}` must be absolute", p.path)));
+        }
+        let regex = p
+            .regex
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| at(format!("regex: {e}")))?;
+        perms.push(PermSpec {
+            path: p.path.trim_end_matches('/').to_string(),
+            regex,
+            mode: p.mode.map(|m| m.0),
+            uid: p.uid,
+            gid: p.gid,
+        });
+    }
+
     let user = raw.user.unwrap_or(65534);
     Ok(ImageSpec {
         package: package.name.to_string(),
@@ -292,7 +514,99 @@ pub fn image_spec(
         ca_certificates: raw.ca_certificates.unwrap_or(true),
         mtime,
         created,
+        live,
+        ready,
+        runtime_inputs: raw.runtime_inputs.clone().unwrap_or_default(),
+        debug,
+        files,
+        perms,
+        init: raw.init.unwrap_or(false),
     })
+}
+
+/// The longest probe timeout (Kubernetes' own probes are rarely above a minute).
+const MAX_PROBE_TIMEOUT_MS: u64 = 300_000;
+
+fn probe(p: &RawProbe, which: &str, package: &Package) -> Result<Probe, String> {
+    let mut kinds = Vec::new();
+    if let Some(url) = &p.http {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!("http = `{url}`: probes speak plain http:// (the probe runs inside the pod, next to the service)")
+        })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("http = `{url}` has no host"));
+        }
+        kinds.push(ProbeKind::Http(url.clone()));
+    }
+    if let Some(addr) = &p.tcp {
+        let ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!("tcp = `{addr}` is not HOST:PORT"));
+        }
+        kinds.push(ProbeKind::Tcp(addr.clone()));
+    }
+    if let Some(argv) = &p.exec {
+        if argv.is_empty() || argv.iter().any(|a| a.contains(['\t', '\n'])) {
+            return Err(
+                "exec must be a non-empty list of arguments without tabs or newlines".into(),
+            );
+        }
+        kinds.push(ProbeKind::Exec(argv.clone()));
+    }
+    if let Some(bin) = &p.bin {
+        let exists = package
+            .targets
+            .iter()
+            .any(|t| t.kind.contains(&TargetKind::Bin) && t.name == *bin);
+        if !exists {
+            return Err(format!(
+                "bin = `{bin}` is not a binary target of package `{}`",
+                package.name
+            ));
+        }
+        kinds.push(ProbeKind::Bin(bin.clone()));
+    }
+    if kinds.len() != 1 {
+        return Err(format!(
+            "[package.metadata.oci.{which}] needs exactly one of http, tcp, exec or bin"
+        ));
+    }
+    let timeout_ms = match &p.timeout {
+        None => 2000,
+        Some(t) => {
+            let d = humantime::parse_duration(t)
+                .map_err(|e| format!("timeout = `{t}`: {e} (write e.g. \"2s\" or \"500ms\")"))?;
+            let ms = d.as_millis() as u64;
+            if ms == 0 || ms > MAX_PROBE_TIMEOUT_MS {
+                return Err(format!("timeout = `{t}` must be between 1ms and 5m"));
+            }
+            ms
+        }
+    };
+    Ok(Probe {
+        kind: kinds.remove(0),
+        timeout_ms,
+    })
+}
+
+fn debug_spec(v: &serde_json::Value) -> Result<Option<DebugSpec>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        enabled: Option<bool>,
+        inputs: Option<Vec<String>>,
+    }
+    match v {
+        serde_json::Value::Bool(false) => Ok(None),
+        serde_json::Value::Bool(true) => Ok(Some(DebugSpec::default())),
+        serde_json::Value::Object(_) => {
+            let t: Table = serde_json::from_value(v.clone()).map_err(|e| format!("{e}"))?;
+            Ok((t.enabled != Some(false)).then_some(DebugSpec { inputs: t.inputs }))
+        }
+        _ => Err("expected true, false or a table such as { inputs = [\"busybox\"] }".into()),
+    }
 }
 
 fn choose_bin(

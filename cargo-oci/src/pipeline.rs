@@ -16,6 +16,7 @@ use crate::plan::{self, CA_BUNDLE};
 use crate::reporter::Reporter;
 use crate::sink::{self, Format};
 use crate::store::Store;
+use crate::tools;
 
 /// Where the image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct BuildRequest {
     pub cargo: CargoFlags,
     pub no_build: bool,
     pub output: Output,
+    /// Also build the debug variant (`--debug`), whatever the metadata says.
+    pub debug: bool,
 }
 
 /// The result of a build.
@@ -70,6 +73,8 @@ pub struct BuildRequest {
 pub struct Built {
     pub spec: ImageSpec,
     pub image: Image,
+    /// The debug variant, when built.
+    pub debug: Option<Image>,
     pub closure: Closure,
     /// Where the output went (`None` for the stream).
     pub path: Option<PathBuf>,
@@ -91,7 +96,10 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         .or_else(|| req.cargo.manifest_path.clone());
     let meta = metadata::cargo_metadata(&sel)?;
     let package = metadata::select_package(&meta, &sel)?;
-    let spec = metadata::image_spec(&meta, package, &sel)?;
+    let mut spec = metadata::image_spec(&meta, package, &sel)?;
+    if req.debug && spec.debug.is_none() {
+        spec.debug = Some(metadata::DebugSpec::default());
+    }
     let target_dir = target_dir(req, &spec);
 
     // Fail on an unwritable output before spending time on a build.
@@ -120,45 +128,48 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let built = assemble(&spec, &artifact, &target_dir, report)?;
+    let (image, debug, closure) = assemble(&spec, &artifact, &target_dir, report)?;
 
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let images: Vec<&Image> = std::iter::once(&image).chain(debug.as_ref()).collect();
     match (&req.output, &out_path) {
-        (Output::Layout(_), Some(dir)) => sink::write_layout(&store, &built.0, dir)?,
+        (Output::Layout(_), Some(dir)) => sink::write_layout(&store, &images, dir)?,
         (Output::OciArchive(_), Some(p)) => {
-            sink::write_atomic(p, |w| sink::write_oci_archive(&store, &built.0, w))?
+            sink::write_atomic(p, |w| sink::write_oci_archive(&store, &images, w))?
         }
         (Output::DockerArchive(_), Some(p)) => {
-            sink::write_atomic(p, |w| sink::write_docker_archive(&store, &built.0, w))?
+            sink::write_atomic(p, |w| sink::write_docker_archive(&store, &images, w))?
         }
         _ => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 17, stdout.lock());
-            sink::write_docker_archive(&store, &built.0, &mut out)
+            sink::write_docker_archive(&store, &images, &mut out)
                 .context("cannot write the image to stdout")?;
             out.flush().context("cannot write the image to stdout")?;
         }
     }
     Ok(Built {
         spec,
-        image: built.0,
-        closure: built.1,
+        image,
+        debug,
+        closure,
         path: out_path,
     })
 }
 
-/// From a built executable to an image in the store.
+/// From the built executables to the images (standard, and debug when asked) in the store.
 fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
     target_dir: &Path,
     report: &Reporter,
-) -> Result<(Image, Closure)> {
+) -> Result<(Image, Option<Image>, Closure)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
+    let runtime_inputs = tools::runtime_inputs(&spec.runtime_inputs, info.machine)?;
 
-    let executables = [
+    let mut executables = vec![
         Executable {
             host_path: artifact.path.clone(),
             image_path: format!("{}/{}", plan::IMAGE_PATH, spec.bin),
@@ -168,11 +179,47 @@ fn assemble(
             image_path: "/bin/entrypoint".into(),
         },
     ];
+    for (bin, path) in &artifact.extra {
+        executables.push(Executable {
+            host_path: path.clone(),
+            image_path: format!("{}/{bin}", plan::IMAGE_PATH),
+        });
+    }
+    for p in runtime_inputs.iter().filter(|p| p.elf) {
+        executables.push(Executable {
+            host_path: p.host_path.clone(),
+            image_path: p.image_path.clone(),
+        });
+    }
     let opts = ClosureOptions {
         extra_libs: spec.extra_libs.clone(),
         ..ClosureOptions::default()
     };
     let closure = closure::resolve(&executables, &opts)?;
+
+    let debug_tools = spec
+        .debug
+        .as_ref()
+        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine))
+        .transpose()?;
+    let debug_closure = match &debug_tools {
+        Some(t) => {
+            let exes: Vec<Executable> = t
+                .programs
+                .iter()
+                .filter(|p| p.elf)
+                .map(|p| Executable {
+                    host_path: p.host_path.clone(),
+                    image_path: p.image_path.clone(),
+                })
+                .collect();
+            let mut c = closure::resolve(&exes, &ClosureOptions::default())?;
+            c.objects
+                .retain(|o| !closure.objects.iter().any(|s| s.image_path == o.image_path));
+            Some(c)
+        }
+        None => None,
+    };
 
     let ca_bundle = if spec.ca_certificates {
         let p = PathBuf::from(CA_BUNDLE);
@@ -192,19 +239,38 @@ fn assemble(
         helper,
         closure: &closure,
         ca_bundle,
-    });
+        runtime_inputs: &runtime_inputs,
+        probe_bins: &artifact.extra,
+        debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
+    })?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let layers = plan
         .layers
         .iter()
         .map(|l| layer::write_layer(&store, l, spec.mtime))
         .collect::<Result<Vec<_>>>()?;
-    let image = image::assemble(&store, spec, &plan, layers, &platform)?;
+    let image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
     report.detail(&format!(
         "closure: {} objects; {} layers, {} bytes compressed",
         closure.objects.len(),
         image.layers.len(),
         image.layers.iter().map(|l| l.blob.size).sum::<u64>()
     ));
-    Ok((image, closure))
+    let debug = match &plan.debug_layer {
+        Some(dl) => {
+            let mut all = layers;
+            all.push(layer::write_layer(&store, dl, spec.mtime)?);
+            let tags = image.tags.iter().map(|t| format!("{t}-debug")).collect();
+            Some(image::assemble(
+                &store,
+                spec,
+                &plan.env,
+                all,
+                &platform,
+                Some(tags),
+            )?)
+        }
+        None => None,
+    };
+    Ok((image, debug, closure))
 }

@@ -3,13 +3,17 @@
 //! read file sizes; the layer stage writes what this plans.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::closure::Closure;
-use crate::metadata::ImageSpec;
+use crate::error::UsageError;
+use crate::metadata::{ImageSpec, PermSpec, ProbeKind};
+use crate::tools::{DebugTools, Program};
 
 /// Where the contract helper reads its settings in the image.
 pub const CONTRACT_FILE: &str = "etc/cargo-oci/contract";
+/// The debug variant's settings (its presence marks the debug image).
+pub const DEBUG_FILE: &str = "etc/cargo-oci/debug";
 /// Where CA certificates go, and what `SSL_CERT_FILE` says.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The image's PATH.
@@ -48,7 +52,10 @@ pub struct LayerPlan {
 /// What the image holds, layer by layer, and the files that are there for the service.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The standard image's layers, bottom to top.
     pub layers: Vec<LayerPlan>,
+    /// The debug variant's extra layer, on top of all the standard ones.
+    pub debug_layer: Option<LayerPlan>,
     /// The image's environment, in order.
     pub env: Vec<String>,
     /// Absolute path of the service binary in the image.
@@ -60,13 +67,19 @@ pub struct Inputs<'a> {
     pub spec: &'a ImageSpec,
     pub service: PathBuf,
     pub helper: PathBuf,
+    /// The closure of everything in the standard image.
     pub closure: &'a Closure,
     /// Host CA bundle, when the image carries one.
     pub ca_bundle: Option<PathBuf>,
+    pub runtime_inputs: &'a [Program],
+    /// Probe binaries built along with the service: (bin name, host path).
+    pub probe_bins: &'a [(String, PathBuf)],
+    /// The debug tools and the part of their closure the standard image lacks.
+    pub debug: Option<(&'a DebugTools, &'a Closure)>,
 }
 
 /// Builds the layer plan.
-pub fn plan(inp: &Inputs<'_>) -> Plan {
+pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
     let spec = inp.spec;
     let service_path = format!("{IMAGE_PATH}/{}", spec.bin);
 
@@ -78,6 +91,15 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     base.bytes("etc/nsswitch.conf", b"hosts: files dns\n".to_vec(), 0o444);
     if let Some(ca) = &inp.ca_bundle {
         base.file(&CA_BUNDLE[1..], ca.clone(), 0o444);
+    }
+    for v in &spec.volumes {
+        let v = v.trim_matches('/');
+        if !v.is_empty() {
+            base.put(v, Content::Dir, 0o755);
+            if let Some(e) = base.0.get_mut(v) {
+                (e.uid, e.gid) = (spec.user, spec.group);
+            }
+        }
     }
 
     let mut libs = Tree::default();
@@ -92,14 +114,77 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     let mut contracts = Tree::default();
     contracts.file("bin/entrypoint", inp.helper.clone(), 0o555);
     contracts.link("bin/runtime", "entrypoint");
-    contracts.bytes(
-        CONTRACT_FILE,
-        format!("exec={service_path}\n").into_bytes(),
-        0o444,
-    );
+    let mut contract = format!("exec={service_path}\n");
+    if spec.init {
+        contract.push_str("init=1\n");
+    }
+    for (which, probe) in [("live", &spec.live), ("ready", &spec.ready)] {
+        if let Some(p) = probe {
+            contracts.link(&format!("bin/{which}"), "entrypoint");
+            let setting = match &p.kind {
+                ProbeKind::Http(url) => format!("http\t{url}"),
+                ProbeKind::Tcp(addr) => format!("tcp\t{addr}"),
+                ProbeKind::Exec(argv) => format!("exec\t{}", argv.join("\t")),
+                ProbeKind::Bin(bin) => format!("exec\t{IMAGE_PATH}/{bin}"),
+            };
+            contract.push_str(&format!(
+                "{which}={setting}\n{which}.timeout={}\n",
+                p.timeout_ms
+            ));
+        }
+    }
+    contracts.bytes(CONTRACT_FILE, contract.into_bytes(), 0o444);
+    for p in inp.runtime_inputs {
+        contracts.file(
+            p.image_path.trim_start_matches('/'),
+            p.host_path.clone(),
+            0o555,
+        );
+    }
 
     let mut service = Tree::default();
     service.file(&service_path[1..], inp.service.clone(), 0o555);
+    for (bin, host) in inp.probe_bins {
+        service.file(&format!("{}/{bin}", &IMAGE_PATH[1..]), host.clone(), 0o555);
+    }
+    for f in &spec.files {
+        add_files(&mut service, &f.src, f.dest.trim_start_matches('/'), f.mode)?;
+    }
+
+    let debug_layer = inp.debug.map(|(tools, closure)| {
+        let mut t = Tree::default();
+        t.link("bin/debug", "entrypoint");
+        for p in &tools.programs {
+            t.file(
+                p.image_path.trim_start_matches('/'),
+                p.host_path.clone(),
+                0o555,
+            );
+        }
+        for (link, target) in &tools.links {
+            t.link(link.trim_start_matches('/'), target);
+        }
+        for obj in &closure.objects {
+            t.file(
+                obj.image_path.trim_start_matches('/'),
+                obj.host_path.clone(),
+                0o555,
+            );
+        }
+        let path = std::iter::once(crate::tools::DEBUG_BIN.to_string())
+            .chain(runtime_dirs(inp.runtime_inputs))
+            .collect::<Vec<_>>()
+            .join(":");
+        t.bytes(
+            DEBUG_FILE,
+            format!("shell={}\npath={path}\n", tools.shell).into_bytes(),
+            0o444,
+        );
+        LayerPlan {
+            role: "debug".into(),
+            entries: t.into_entries(),
+        }
+    });
 
     let mut layers = Vec::new();
     for (role, tree) in [
@@ -115,17 +200,116 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             });
         }
     }
-
-    Plan {
+    let mut plan = Plan {
+        env: env(spec, inp.ca_bundle.is_some(), inp.runtime_inputs),
         layers,
-        env: env(spec, inp.ca_bundle.is_some()),
+        debug_layer,
         service_path,
-    }
+    };
+    apply_perms(&mut plan, &spec.perms)?;
+    Ok(plan)
 }
 
-fn env(spec: &ImageSpec, certs: bool) -> Vec<String> {
+/// The directories of the runtime inputs, in order, without `/bin` (always first on PATH).
+fn runtime_dirs(inputs: &[Program]) -> Vec<String> {
+    let mut dirs: Vec<String> = Vec::new();
+    for p in inputs {
+        let dir = p
+            .image_path
+            .rsplit_once('/')
+            .map(|(d, _)| d)
+            .filter(|d| !d.is_empty())
+            .unwrap_or("/");
+        if dir != IMAGE_PATH && !dirs.iter().any(|d| d == dir) {
+            dirs.push(dir.to_string());
+        }
+    }
+    dirs
+}
+
+/// Copies a host file or directory tree into `tree` at `dest` (files follow symlinks).
+fn add_files(tree: &mut Tree, src: &Path, dest: &str, mode: Option<u32>) -> Result<(), UsageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| {
+        UsageError::new(format!(
+            "`package.metadata.oci.files`: cannot read {}: {e}",
+            src.display()
+        ))
+    };
+    let meta = std::fs::metadata(src).map_err(fail)?;
+    if meta.is_dir() {
+        if !dest.is_empty() {
+            tree.put(dest, Content::Dir, dir_mode(dest));
+        }
+        let mut children: Vec<_> = std::fs::read_dir(src)
+            .map_err(fail)?
+            .filter_map(|e| e.ok())
+            .collect();
+        children.sort_by_key(|e| e.file_name());
+        for c in children {
+            let name = c.file_name().to_string_lossy().into_owned();
+            let d = if dest.is_empty() {
+                name
+            } else {
+                format!("{dest}/{name}")
+            };
+            add_files(tree, &c.path(), &d, mode)?;
+        }
+    } else {
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        tree.file(
+            dest,
+            src.to_path_buf(),
+            mode.unwrap_or(if exec { 0o555 } else { 0o444 }),
+        );
+    }
+    Ok(())
+}
+
+/// Applies `perms` to every entry of every layer; a rule that matches nothing is an error.
+fn apply_perms(plan: &mut Plan, perms: &[PermSpec]) -> Result<(), UsageError> {
+    for (i, p) in perms.iter().enumerate() {
+        let mut hits = 0;
+        let layers = plan.layers.iter_mut().chain(plan.debug_layer.as_mut());
+        for e in layers.flat_map(|l| l.entries.iter_mut()) {
+            let abs = format!("/{}", e.path);
+            let hit = match &p.regex {
+                None => abs == p.path,
+                Some(re) => {
+                    (abs == p.path || abs.starts_with(&format!("{}/", p.path))) && re.is_match(&abs)
+                }
+            };
+            if hit {
+                hits += 1;
+                if let Some(m) = p.mode {
+                    e.mode = m;
+                }
+                e.uid = p.uid.unwrap_or(e.uid);
+                e.gid = p.gid.unwrap_or(e.gid);
+            }
+        }
+        if hits == 0 {
+            return Err(UsageError::new(format!(
+                "`package.metadata.oci.perms[{i}]`: `{}`{} matches nothing in the image",
+                p.path,
+                p.regex
+                    .as_ref()
+                    .map(|r| format!(" with regex `{r}`"))
+                    .unwrap_or_default()
+            ))
+            .hint("name a path the image holds (a file from `files`, a volume, /tmp, ...)"));
+        }
+    }
+    Ok(())
+}
+
+fn env(spec: &ImageSpec, certs: bool, inputs: &[Program]) -> Vec<String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("PATH".into(), IMAGE_PATH.into());
+    let path = std::iter::once(IMAGE_PATH.to_string())
+        .chain(runtime_dirs(inputs))
+        .collect::<Vec<_>>()
+        .join(":");
+    env.insert("PATH".into(), path);
     if certs {
         env.insert("SSL_CERT_FILE".into(), CA_BUNDLE.into());
     }

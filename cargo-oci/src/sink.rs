@@ -57,13 +57,26 @@ pub fn check_writable(path: &Path, what: &str) -> Result<(), UsageError> {
         .map_err(|e| fail(e.to_string()))
 }
 
-/// The index of an image: one manifest descriptor per tag, each named by `ref.name`.
-pub fn index_json(image: &Image) -> Result<Vec<u8>> {
+/// The index of some images: one manifest descriptor per tag, each named by `ref.name`.
+pub fn index_json(images: &[&Image]) -> Result<Vec<u8>> {
+    let mut manifests = Vec::new();
+    for image in images {
+        manifests.extend(descriptors(image)?);
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()?;
+    canonical_json(&index)
+}
+
+fn descriptors(image: &Image) -> Result<Vec<oci_spec::image::Descriptor>> {
     let platform = PlatformBuilder::default()
         .architecture(oci_spec::image::Arch::from(image.architecture.as_str()))
         .os(oci_spec::image::Os::Linux)
         .build()?;
-    let manifests = image
+    image
         .references()
         .into_iter()
         .map(|r| {
@@ -79,38 +92,41 @@ pub fn index_json(image: &Image) -> Result<Vec<u8>> {
                 )
                 .build()?)
         })
-        .collect::<Result<Vec<_>>>()?;
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .build()?;
-    canonical_json(&index)
+        .collect()
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// Every blob of the image: config, manifest, layers.
-fn blob_digests(image: &Image) -> Vec<&str> {
-    let mut v = vec![image.config.digest.as_str(), image.manifest.digest.as_str()];
-    v.extend(image.layers.iter().map(|l| l.blob.digest.as_str()));
+/// Every blob of the images: configs, manifests, layers; each once, in a stable order.
+fn blob_digests<'a>(images: &[&'a Image]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for image in images {
+        for d in [image.config.digest.as_str(), image.manifest.digest.as_str()]
+            .into_iter()
+            .chain(image.layers.iter().map(|l| l.blob.digest.as_str()))
+        {
+            if !v.contains(&d) {
+                v.push(d);
+            }
+        }
+    }
     v
 }
 
 /// Writes (or updates) an OCI image layout at `dir`. New blobs go in first; `index.json` is
 /// replaced in one rename; blobs no longer referenced are removed last.
-pub fn write_layout(store: &Store, image: &Image, dir: &Path) -> Result<()> {
+pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> {
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs)
         .with_context(|| format!("cannot create {}", blobs.display()))?;
-    for d in blob_digests(image) {
+    for d in blob_digests(images) {
         store::link_or_copy(&store.path(d), &blobs.join(d.trim_start_matches("sha256:")))?;
     }
     write_atomic(&dir.join("oci-layout"), |w| Ok(w.write_all(OCI_LAYOUT)?))?;
-    let index = index_json(image)?;
+    let index = index_json(images)?;
     write_atomic(&dir.join("index.json"), |w| Ok(w.write_all(&index)?))?;
 
-    let keep: BTreeSet<&str> = blob_digests(image)
+    let keep: BTreeSet<&str> = blob_digests(images)
         .into_iter()
         .map(|d| d.trim_start_matches("sha256:"))
         .collect();
@@ -163,14 +179,14 @@ fn dir_header() -> tar::Header {
 }
 
 /// Writes the image as an OCI archive (an image layout in a tar).
-pub fn write_oci_archive(store: &Store, image: &Image, out: &mut dyn Write) -> Result<()> {
+pub fn write_oci_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
     let mut b = tar::Builder::new(out);
     b.append_data(
         &mut file_header(OCI_LAYOUT.len() as u64),
         "oci-layout",
         OCI_LAYOUT,
     )?;
-    let index = index_json(image)?;
+    let index = index_json(images)?;
     b.append_data(
         &mut file_header(index.len() as u64),
         "index.json",
@@ -179,11 +195,7 @@ pub fn write_oci_archive(store: &Store, image: &Image, out: &mut dyn Write) -> R
     for d in ["blobs/", "blobs/sha256/"] {
         b.append_data(&mut dir_header(), d, io::empty())?;
     }
-    let mut seen = BTreeSet::new();
-    for d in blob_digests(image) {
-        if !seen.insert(d) {
-            continue;
-        }
+    for d in blob_digests(images) {
         let path = store.path(d);
         let f = store::open(&path)?;
         let size = f.metadata()?.len();
@@ -197,37 +209,46 @@ pub fn write_oci_archive(store: &Store, image: &Image, out: &mut dyn Write) -> R
     Ok(())
 }
 
-/// Writes the image as a docker-archive (`docker save` layout, uncompressed layers).
-pub fn write_docker_archive(store: &Store, image: &Image, out: &mut dyn Write) -> Result<()> {
+/// Writes images as one docker-archive (`docker save` layout, uncompressed layers, each layer
+/// once however many images share it).
+pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
     let mut b = tar::Builder::new(out);
-    let config_name = format!("{}.json", image.config.hex());
-    let config =
-        std::fs::read(store.path(&image.config.digest)).context("cannot read the image config")?;
-    b.append_data(
-        &mut file_header(config.len() as u64),
-        &config_name,
-        config.as_slice(),
-    )?;
-    let mut layer_names = Vec::new();
-    for l in &image.layers {
-        let hex = l.diff_id.trim_start_matches("sha256:");
-        let name = format!("{hex}/layer.tar");
-        b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
-        let gz = flate2::read::GzDecoder::new(io::BufReader::new(store::open(
-            &store.path(&l.blob.digest),
-        )?));
-        b.append_data(
-            &mut file_header(l.tar_size),
-            &name,
-            crate::layer::Exact::new(gz, l.tar_size, format!("layer {}", l.blob.digest)),
-        )?;
-        layer_names.push(name);
+    let mut written = BTreeSet::new();
+    let mut manifest = Vec::new();
+    for image in images {
+        let config_name = format!("{}.json", image.config.hex());
+        if written.insert(config_name.clone()) {
+            let config = std::fs::read(store.path(&image.config.digest))
+                .context("cannot read the image config")?;
+            b.append_data(
+                &mut file_header(config.len() as u64),
+                &config_name,
+                config.as_slice(),
+            )?;
+        }
+        let mut layer_names = Vec::new();
+        for l in &image.layers {
+            let hex = l.diff_id.trim_start_matches("sha256:");
+            let name = format!("{hex}/layer.tar");
+            if written.insert(name.clone()) {
+                b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
+                let blob = io::BufReader::new(store::open(&store.path(&l.blob.digest))?);
+                let tar = crate::layer::Exact::new(
+                    flate2::read::GzDecoder::new(blob),
+                    l.tar_size,
+                    format!("layer {}", l.blob.digest),
+                );
+                b.append_data(&mut file_header(l.tar_size), &name, tar)?;
+            }
+            layer_names.push(name);
+        }
+        manifest.push(json!({
+            "Config": config_name,
+            "RepoTags": image.references(),
+            "Layers": layer_names,
+        }));
     }
-    let manifest = serde_json::to_vec(&json!([{
-        "Config": config_name,
-        "RepoTags": image.references(),
-        "Layers": layer_names,
-    }]))?;
+    let manifest = serde_json::to_vec(&manifest)?;
     b.append_data(
         &mut file_header(manifest.len() as u64),
         "manifest.json",
