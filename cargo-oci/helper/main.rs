@@ -268,11 +268,28 @@ fn http_probe(url: &str, deadline: Instant) -> Result<(), String> {
 }
 
 fn exec_probe(program: &str, args: &[&str], deadline: Instant) -> Result<(), String> {
-    let mut child = Command::new(program).args(args).spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    // The probe's own last words become part of the one line this probe prints.
+    let stderr = child.stderr.take();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut text);
+        }
+        text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+    });
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
-            Ok(Some(st)) => return Err(format!("{program} {st}")),
+            Ok(Some(st)) => {
+                let why = said.join().ok().flatten().map(|l| format!(": {l}")).unwrap_or_default();
+                return Err(format!("{program} {st}{why}"));
+            }
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -242,10 +242,12 @@ fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Repor
             lines
         }
     };
-    // With --stream, stdout carries the image: the result goes to stderr.
+    // With --stream, stdout carries the image: the result goes to stderr (unless -q).
     for l in lines {
         if *output == Output::Stream {
-            eprintln!("{l}");
+            if report.verbosity > Verbosity::Quiet {
+                eprintln!("{l}");
+            }
         } else {
             println!("{l}");
         }
