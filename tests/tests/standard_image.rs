@@ -207,6 +207,17 @@ fn podman_run(reference: &str, args: &[&str]) -> std::process::Output {
         .args(args))
 }
 
+/// Runs a case's image read-only as nobody in podman and checks what it prints.
+fn podman_check(case: &Case, reference: &str, what: &str) {
+    let out = podman_run(reference, case.args);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_output(case, &String::from_utf8_lossy(&out.stdout), what);
+}
+
 #[test]
 fn podman_loads_and_runs_read_only_as_nobody() {
     if tool("podman").is_none() {
@@ -218,14 +229,7 @@ fn podman_loads_and_runs_read_only_as_nobody() {
         let docker = archive(&b, "docker-archive", tmp.path());
         let loaded = ok(Command::new("podman").args(["load", "-i"]).arg(&docker));
         assert!(loaded.contains(b.reference()), "podman load said: {loaded}");
-        let out = podman_run(b.reference(), case.args);
-        assert!(
-            out.status.success(),
-            "podman run {}: {}",
-            case.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        check_output(case, &String::from_utf8_lossy(&out.stdout), "podman run");
+        podman_check(case, b.reference(), "podman run");
     }
 }
 
@@ -240,17 +244,7 @@ fn podman_loads_the_oci_archive() {
     let oci = archive(&b, "oci-archive", tmp.path());
     let image = format!("oci-archive:{}:{}", oci.display(), b.reference());
     ok(Command::new("podman").args(["pull", "-q", &image]));
-    let out = podman_run(b.reference(), case.args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_output(
-        case,
-        &String::from_utf8_lossy(&out.stdout),
-        "podman run (oci-archive)",
-    );
+    podman_check(case, b.reference(), "podman run (oci-archive)");
 }
 
 #[test]
@@ -309,17 +303,7 @@ fn stream_pipes_into_podman_load() {
         .rsplit_once(':')
         .map(|(n, _)| format!("{n}:streamed"))
         .unwrap();
-    let out = podman_run(&reference, case.args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_output(
-        case,
-        &String::from_utf8_lossy(&out.stdout),
-        "streamed image",
-    );
+    podman_check(case, &reference, "streamed image");
 }
 
 #[test]
