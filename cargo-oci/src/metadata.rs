@@ -29,6 +29,8 @@ pub struct RawOci {
     pub extra_libs: Option<Vec<String>>,
     pub ca_certificates: Option<bool>,
     pub created: Option<String>,
+    pub from: Option<String>,
+    pub max_layers: Option<u32>,
 }
 
 impl RawOci {
@@ -79,6 +81,8 @@ impl RawOci {
             extra_libs: self.extra_libs.or(defaults.extra_libs),
             ca_certificates: self.ca_certificates.or(defaults.ca_certificates),
             created: self.created.or(defaults.created),
+            from: self.from.or(defaults.from),
+            max_layers: self.max_layers.or(defaults.max_layers),
         }
     }
 }
@@ -116,6 +120,10 @@ pub struct ImageSpec {
     /// Timestamp of every file in the layers (SOURCE_DATE_EPOCH or 1).
     pub mtime: u64,
     pub created: Created,
+    /// The base image the layers go on (`from`).
+    pub from: Option<crate::source::BaseRef>,
+    /// At most this many layers, the base's included (`max-layers`, default 100).
+    pub max_layers: usize,
 }
 
 /// What the user selected on the command line that changes how the spec is read.
@@ -130,6 +138,9 @@ pub struct Selection {
 
 /// The default timestamp: 1970-01-01T00:00:01Z (some tools treat 0 as "unset").
 pub const DEFAULT_EPOCH: u64 = 1;
+
+/// The default `max-layers`.
+pub const DEFAULT_MAX_LAYERS: usize = 100;
 
 const LABEL_PREFIX: &str = "org.opencontainers.image.";
 
@@ -270,6 +281,20 @@ pub fn image_spec(
         Some(s) => Created::Epoch(parse_created(s).map_err(|m| err("created", m))?),
     };
 
+    let from = match raw.from.as_deref() {
+        None => None,
+        Some(f) => Some(crate::source::BaseRef::parse(f, manifest.parent().unwrap_or(Path::new("."))).map_err(|m| {
+            err("from", m).hint(
+                "use \"oci:DIR[:REF]\", \"oci-archive:FILE[:REF]\", \"docker-archive:FILE[:REF]\" or \"HOST/REPO@sha256:DIGEST\"",
+            )
+        })?),
+    };
+    let max_layers = match raw.max_layers {
+        None => DEFAULT_MAX_LAYERS,
+        Some(0) => return Err(err("max-layers", "must be at least 1".into())),
+        Some(n) => n as usize,
+    };
+
     let user = raw.user.unwrap_or(65534);
     Ok(ImageSpec {
         package: package.name.to_string(),
@@ -292,6 +317,8 @@ pub fn image_spec(
         ca_certificates: raw.ca_certificates.unwrap_or(true),
         mtime,
         created,
+        from,
+        max_layers,
     })
 }
 

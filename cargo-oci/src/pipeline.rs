@@ -26,6 +26,13 @@ pub enum Output {
     DockerArchive(PathBuf),
     /// A docker-archive on stdout.
     Stream,
+    /// An OCI runtime bundle directory (`cargo oci bundle`).
+    Bundle {
+        dir: PathBuf,
+        readonly: bool,
+    },
+    /// The flattened root filesystem as a tar (`cargo oci export`).
+    Export(PathBuf),
 }
 
 impl Output {
@@ -109,6 +116,15 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
             Some(p.clone())
         }
         Output::Stream => None,
+        Output::Bundle { dir, .. } => {
+            crate::bundle::check_destination(dir)?;
+            sink::check_writable(dir, "image layout")?;
+            Some(dir.clone())
+        }
+        Output::Export(p) => {
+            sink::check_writable(p, "root filesystem tar")?;
+            Some(p.clone())
+        }
     };
 
     let artifact = if req.no_build {
@@ -130,6 +146,21 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         }
         (Output::DockerArchive(_), Some(p)) => {
             sink::write_atomic(p, |w| sink::write_docker_archive(&store, &built.0, w))?
+        }
+        (Output::Bundle { readonly, .. }, Some(dir)) => {
+            let tree = crate::flatten::flatten(&store, &built.0)?;
+            let config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(store.path(&built.0.config.digest))?)?;
+            let skipped = crate::bundle::write(&tree, &config["config"], *readonly, dir)?;
+            if skipped > 0 {
+                report.warn(&format!(
+                    "{skipped} device nodes or fifos of the image are not in the bundle's rootfs"
+                ));
+            }
+        }
+        (Output::Export(_), Some(p)) => {
+            let tree = crate::flatten::flatten(&store, &built.0)?;
+            sink::write_atomic(p, |w| crate::export::write_tar(&tree, w))?
         }
         _ => {
             let stdout = std::io::stdout();
@@ -157,6 +188,25 @@ fn assemble(
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let base = match &spec.from {
+        Some(from) => Some(crate::source::load(
+            from,
+            &store,
+            &platform.architecture,
+            report,
+        )?),
+        None => None,
+    };
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    if base_layers >= spec.max_layers {
+        return Err(UsageError::new(format!(
+            "the base image has {base_layers} layers: `max-layers = {}` leaves none for the image's own",
+            spec.max_layers
+        ))
+        .hint("raise `max-layers` in [package.metadata.oci], or use a base with fewer layers")
+        .into());
+    }
 
     let executables = [
         Executable {
@@ -186,20 +236,23 @@ fn assemble(
         None
     };
 
-    let plan = plan::plan(&plan::Inputs {
+    let mut plan = plan::plan(&plan::Inputs {
         spec,
         service: artifact.path.clone(),
         helper,
         closure: &closure,
         ca_bundle,
     });
-    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    plan.layers = crate::layering::fit(plan.layers, spec.max_layers - base_layers);
     let layers = plan
         .layers
         .iter()
         .map(|l| layer::write_layer(&store, l, spec.mtime))
         .collect::<Result<Vec<_>>>()?;
-    let image = image::assemble(&store, spec, &plan, layers, &platform)?;
+    let mut image = image::assemble(&store, spec, &plan, layers, &platform)?;
+    if let Some(base) = &base {
+        image = crate::rebase::rebase(&store, image, base, spec.env.contains_key("PATH"))?;
+    }
     report.detail(&format!(
         "closure: {} objects; {} layers, {} bytes compressed",
         closure.objects.len(),
