@@ -40,12 +40,22 @@ pub struct Node {
 #[derive(Debug, Default)]
 pub struct Tree {
     pub nodes: BTreeMap<String, Node>,
+    /// Keep only the shape (kinds and paths), not file contents: for checking layers.
+    pub shape_only: bool,
 }
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
 impl Tree {
+    /// A tree that records paths and kinds only, to check a stack of layers cheaply.
+    pub fn shape() -> Tree {
+        Tree {
+            nodes: BTreeMap::new(),
+            shape_only: true,
+        }
+    }
+
     /// Removes `path` and everything below it.
     fn remove_all(&mut self, path: &str) {
         self.nodes.remove(path);
@@ -161,9 +171,11 @@ impl Tree {
             let kind = match h.entry_type() {
                 T::Regular | T::Continuous => {
                     let mut data = Vec::new();
-                    entry
-                        .read_to_end(&mut data)
-                        .with_context(|| format!("{what}: cannot read {path:?}"))?;
+                    if !self.shape_only {
+                        entry
+                            .read_to_end(&mut data)
+                            .with_context(|| format!("{what}: cannot read {path:?}"))?;
+                    }
                     Kind::File(Arc::new(data))
                 }
                 T::Directory => Kind::Dir,

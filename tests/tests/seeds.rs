@@ -553,8 +553,14 @@ fn raw_header(name: &[u8], typ: u8, size: u64, link: &[u8]) -> [u8; 512] {
     h
 }
 
-/// A layer tar from raw entries (name, type, data, link target).
-fn raw_tar(entries: &[(&[u8], u8, &[u8], &[u8])]) -> Vec<u8> {
+/// A raw tar entry: name, type flag, data, link target.
+type RawEntry<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+/// A hostile case: name, layer tars, layer names in manifest.json, whether it is accepted.
+type Case = (&'static str, Vec<Vec<u8>>, Option<Vec<String>>, bool);
+
+/// A layer tar from raw entries.
+fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
     let mut t = Vec::new();
     for (name, typ, data, link) in entries {
         t.extend_from_slice(&raw_header(name, *typ, data.len() as u64, link));
@@ -631,7 +637,7 @@ fn hostile_base_archives_never_write_outside() {
     let mut oversized = raw_header(b"././@LongLink", b'L', 0o77777777777, b"").to_vec();
     oversized.extend_from_slice(&[b'a'; 512]);
 
-    let cases: Vec<(&str, Vec<Vec<u8>>, Option<Vec<String>>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "dotdot",
             vec![raw_tar(&[(b"../../../outside/escape", b'0', b"x", b"")])],
@@ -721,10 +727,7 @@ fn hostile_base_archives_never_write_outside() {
         } else {
             let err = fails(&o);
             eprintln!("{name}: refused: {}", err.trim().replace('\n', " / "));
-            assert!(
-                err.contains("base image") || err.contains("not a directory"),
-                "{name}: {err}"
-            );
+            assert!(err.contains("cannot use the base image"), "{name}: {err}");
             assert!(!bundle.exists(), "{name}: a bundle was left");
         }
         assert!(

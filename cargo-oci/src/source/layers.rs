@@ -1,6 +1,7 @@
 //! Takes one base layer into the blob store: the blob is streamed once, its digest checked, its
-//! tar decompressed and hashed to check the diff_id, and every entry checked (paths and hard link
-//! targets stay inside the tree, only known entry types). Uncompressed layers are gzip-compressed
+//! tar decompressed and hashed to check the diff_id, and every entry checked against the layers
+//! below it (normalised paths, nothing below a link or a file, hard links to files before them,
+//! only known entry types: see [`crate::flatten`]). Uncompressed layers are gzip-compressed
 //! on the way (the same fixed settings as our own layers), so every layer of an image is gzip.
 
 use std::io::{self, Read, Write};
@@ -9,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use flate2::{read::MultiGzDecoder, Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
+use crate::flatten::Tree;
 use crate::layer::{Layer, MEDIA_TYPE_GZIP};
 use crate::store::Store;
-use crate::untrusted;
 
 /// Reads through to `r`, copying every byte read to `w`.
 struct Tee<R, W> {
@@ -57,38 +58,10 @@ impl<R> HashReader<R> {
     }
 }
 
-/// Checks every entry of a layer tar, then reads what follows the archive to its end.
-fn check_entries<R: Read>(r: R, what: &str) -> Result<R> {
-    let mut ar = tar::Archive::new(r);
-    for entry in ar
-        .entries()
-        .with_context(|| format!("{what} is not a tar"))?
-    {
-        let entry = entry.with_context(|| format!("{what}: a tar header cannot be read"))?;
-        let path = untrusted::normalize(&entry.path_bytes())
-            .map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
-        use tar::EntryType as T;
-        match entry.header().entry_type() {
-            T::Regular
-            | T::Continuous
-            | T::Directory
-            | T::Symlink
-            | T::Char
-            | T::Block
-            | T::Fifo
-            | T::XGlobalHeader => {}
-            T::Link => {
-                let target = entry.link_name_bytes().unwrap_or_default();
-                let t = untrusted::normalize(&target)
-                    .map_err(|m| anyhow::anyhow!("{what}: hard link {path:?}: {m}"))?;
-                if t.is_empty() {
-                    bail!("{what}: hard link {path:?} points at the root");
-                }
-            }
-            other => bail!("{what}: entry {path:?} has an unsupported type {other:?}"),
-        }
-    }
-    let mut r = ar.into_inner();
+/// Checks every entry of a layer tar against the layers below (`shape`), then reads what follows
+/// the archive to its end.
+fn check_entries<R: Read>(mut r: R, shape: &mut Tree, what: &str) -> Result<R> {
+    shape.apply(&mut r, what)?;
     io::copy(&mut r, &mut io::sink())?;
     Ok(r)
 }
@@ -100,6 +73,7 @@ pub fn import(
     raw: impl Read,
     expected_blob: Option<&str>,
     diff_id: &str,
+    shape: &mut Tree,
     what: &str,
 ) -> Result<Layer> {
     let mut raw = io::BufReader::with_capacity(1 << 16, raw);
@@ -120,7 +94,7 @@ pub fn import(
             w: store.writer()?,
         };
         let plain = HashReader::new(MultiGzDecoder::new(tee));
-        let plain = check_entries(plain, what)?;
+        let plain = check_entries(plain, shape, what)?;
         let (gz, diff, size) = plain.finish();
         let mut tee = gz.into_inner();
         io::copy(&mut tee, &mut io::sink())?;
@@ -146,7 +120,7 @@ pub fn import(
             .operating_system(255)
             .write(store.writer()?, Compression::new(6));
         let plain = HashReader::new(Tee { r: raw, w: gz });
-        let plain = check_entries(plain, what)?;
+        let plain = check_entries(plain, shape, what)?;
         let (tee, diff, size) = plain.finish();
         let blob = tee
             .w

@@ -366,6 +366,7 @@ fn from_manifest(
         );
     }
     let mut layers = Vec::new();
+    let mut shape = crate::flatten::Tree::shape();
     for (i, (desc, diff)) in descs.iter().zip(&diff_ids).enumerate() {
         let d = desc
             .get("digest")
@@ -373,7 +374,14 @@ fn from_manifest(
             .context("a layer has no digest")?;
         check_digest(d)?;
         let what = format!("base layer {} ({d})", i + 1);
-        layers.push(layers::import(store, src.open(d)?, Some(d), diff, &what)?);
+        layers.push(layers::import(
+            store,
+            src.open(d)?,
+            Some(d),
+            diff,
+            &mut shape,
+            &what,
+        )?);
     }
     Ok(Base { layers, config })
 }
@@ -465,6 +473,7 @@ fn from_docker_archive(
         );
     }
     let mut layers = Vec::new();
+    let mut shape = crate::flatten::Tree::shape();
     for (i, (name, diff)) in names.iter().zip(&diff_ids).enumerate() {
         let what = format!("base layer {} ({name})", i + 1);
         layers.push(layers::import(
@@ -472,6 +481,7 @@ fn from_docker_archive(
             ar.open_member(name)?,
             None,
             diff,
+            &mut shape,
             &what,
         )?);
     }
