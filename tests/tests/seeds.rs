@@ -455,9 +455,22 @@ fn base_images_from_every_source() {
                  env = {{ GREETING = \"howdy\", EXTRA = \"1\" }}\nmax-layers = 8"
             ),
         );
-        let b = build_json(&pkg, &["build"]);
+        // Each build its own layout: tests run in parallel and share the target dir.
+        let out = tmp.path().join(format!("layout{i}"));
+        let b = build_json(&pkg, &["build", "-o", out.to_str().unwrap()]);
         let layout = b["path"].as_str().unwrap();
-        assert!(layout.ends_with("/oci/seed-app"), "{layout}");
+        if i == 0 {
+            // A name with a registry, a port and several path parts: the default layout is named
+            // by its last part, ref.name carries the whole name (the only default layout here).
+            let d = build_json(&pkg, &["build", "--no-build"]);
+            let dir = d["path"].as_str().unwrap();
+            assert!(dir.ends_with("/oci/seed-app"), "{dir}");
+            let index = std::fs::read_to_string(Path::new(dir).join("index.json")).unwrap();
+            assert!(
+                index.contains("\"127.0.0.1:5000/team/sub/seed-app:latest\""),
+                "{index}"
+            );
+        }
         let layers: Vec<&str> = b["layers"]
             .as_array()
             .unwrap()
@@ -747,7 +760,8 @@ fn max_layers_two_and_hundred_both_run() {
             &tmp.path().join(format!("m{budget}")),
             &format!("max-layers = {budget}"),
         );
-        let b = build_json(&pkg, &["build"]);
+        let out = tmp.path().join(format!("layout{budget}"));
+        let b = build_json(&pkg, &["build", "-o", out.to_str().unwrap()]);
         let n = b["layers"].as_array().unwrap().len();
         assert!(n <= budget, "{budget}: {n} layers");
         if budget == 2 {
