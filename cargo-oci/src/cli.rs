@@ -31,6 +31,55 @@ pub struct Cli {
 pub enum Command {
     /// Build the package and write its image (default: an OCI layout in target/oci/<name>/).
     Build(BuildArgs),
+    /// Build the package and write an OCI runtime bundle (config.json + rootfs/) for `runc run`.
+    Bundle(BundleArgs),
+    /// Build the package and write its flattened root filesystem as a tar (for `podman import`).
+    Export(ExportArgs),
+    /// Merge docker-archives into one that `docker load` / `podman load` read as several images.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The bundle directory to write (absent, empty, or an earlier bundle).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Make the container's root filesystem read-only.
+    #[arg(long)]
+    pub readonly: bool,
+    /// Package what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The tar file to write.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Package what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged docker-archive to write.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// The docker-archives to merge, in order.
+    #[arg(value_name = "ARCHIVE", required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 /// How results are printed on stdout.
@@ -192,7 +241,54 @@ pub fn run(cli: Cli) -> Result<()> {
             print_built(&built, &req.output, a.common.message_format, &report);
             Ok(())
         }
+        Command::Bundle(a) => {
+            let output = Output::Bundle {
+                dir: a.dir.clone(),
+                readonly: a.readonly,
+            };
+            build_to(&a.cargo, &a.common, a.no_build, output)
+        }
+        Command::Export(a) => build_to(
+            &a.cargo,
+            &a.common,
+            a.no_build,
+            Output::Export(a.file.clone()),
+        ),
+        Command::Merge(a) => {
+            let report = a.common.reporter();
+            let n = crate::merge::merge(&a.inputs, &a.output)?;
+            report.status(
+                "Finished",
+                &format!(
+                    "{n} images from {} archives in {}",
+                    a.inputs.len(),
+                    a.output.display()
+                ),
+            );
+            match a.common.message_format {
+                MessageFormat::Json => println!(
+                    "{}",
+                    json!({"reason": "merged", "path": a.output, "images": n})
+                ),
+                MessageFormat::Human => println!("{}", a.output.display()),
+            }
+            Ok(())
+        }
     }
+}
+
+fn build_to(cargo: &CargoArgs, common: &Common, no_build: bool, output: Output) -> Result<()> {
+    let report = common.reporter();
+    let req = BuildRequest {
+        selection: cargo.selection(&[]),
+        cargo: cargo.flags(common),
+        no_build,
+        output,
+        debug: false,
+    };
+    let built = pipeline::build(&req, &report)?;
+    print_built(&built, &req.output, common.message_format, &report);
+    Ok(())
 }
 
 fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Reporter) {
@@ -202,6 +298,8 @@ fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Repor
         Output::Layout(_) => "oci",
         Output::OciArchive(_) => "oci-archive",
         Output::DockerArchive(_) | Output::Stream => "docker-archive",
+        Output::Bundle { .. } => "runtime-bundle",
+        Output::Export(_) => "rootfs-tar",
     };
     let pinned = format!("{}@{}", img.name, img.manifest.digest);
     if let Some(p) = &b.path {

@@ -2,21 +2,31 @@
 //!
 //! The library is the whole tool; `cargo-oci`'s `main` only parses arguments. Data flows one way:
 //! [`metadata`] → [`cargo_build`] → [`closure`] → [`plan`] → [`layer`] → [`image`] → [`sink`],
-//! wired together by [`pipeline`].
+//! wired together by [`pipeline`]. A base image ([`source`]) goes under the layers
+//! ([`rebase`]); [`layering`] fits them to `max-layers`; [`flatten`] gives the root filesystem
+//! for [`bundle`] and [`export`]; [`merge`] joins docker-archives.
 
+pub mod bundle;
 pub mod cargo_build;
 pub mod cli;
 pub mod closure;
 pub mod error;
+pub mod export;
+pub mod flatten;
 pub mod helper;
 pub mod image;
 pub mod layer;
+pub mod layering;
 pub mod ldcache;
+pub mod merge;
 pub mod metadata;
 pub mod pipeline;
 pub mod plan;
+pub mod rebase;
 pub mod reference;
 pub mod reporter;
 pub mod sink;
+pub mod source;
 pub mod store;
 pub mod tools;
+pub mod untrusted;

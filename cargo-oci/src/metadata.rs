@@ -29,6 +29,8 @@ pub struct RawOci {
     pub extra_libs: Option<Vec<String>>,
     pub ca_certificates: Option<bool>,
     pub created: Option<String>,
+    pub from: Option<String>,
+    pub max_layers: Option<u32>,
     pub live: Option<RawProbe>,
     pub ready: Option<RawProbe>,
     pub runtime_inputs: Option<Vec<String>>,
@@ -158,6 +160,8 @@ impl RawOci {
             extra_libs: self.extra_libs.or(defaults.extra_libs),
             ca_certificates: self.ca_certificates.or(defaults.ca_certificates),
             created: self.created.or(defaults.created),
+            from: self.from.or(defaults.from),
+            max_layers: self.max_layers.or(defaults.max_layers),
             live: self.live.or(defaults.live),
             ready: self.ready.or(defaults.ready),
             runtime_inputs: self.runtime_inputs.or(defaults.runtime_inputs),
@@ -202,6 +206,10 @@ pub struct ImageSpec {
     /// Timestamp of every file in the layers (SOURCE_DATE_EPOCH or 1).
     pub mtime: u64,
     pub created: Created,
+    /// The base image the layers go on (`from`).
+    pub from: Option<crate::source::BaseRef>,
+    /// At most this many layers, the base's included (`max-layers`, default 100).
+    pub max_layers: usize,
     pub live: Option<Probe>,
     pub ready: Option<Probe>,
     /// Host programs (paths or names on PATH) copied with their closure, on the runtime PATH.
@@ -291,6 +299,9 @@ pub struct Selection {
 
 /// The default timestamp: 1970-01-01T00:00:01Z (some tools treat 0 as "unset").
 pub const DEFAULT_EPOCH: u64 = 1;
+
+/// The default `max-layers`.
+pub const DEFAULT_MAX_LAYERS: usize = 100;
 
 const LABEL_PREFIX: &str = "org.opencontainers.image.";
 
@@ -431,6 +442,19 @@ pub fn image_spec(
         Some(s) => Created::Epoch(parse_created(s).map_err(|m| err("created", m))?),
     };
 
+    let from = match raw.from.as_deref() {
+        None => None,
+        Some(f) => Some(crate::source::BaseRef::parse(f, manifest.parent().unwrap_or(Path::new("."))).map_err(|m| {
+            err("from", m).hint(
+                "use \"oci:DIR[:REF]\", \"oci-archive:FILE[:REF]\", \"docker-archive:FILE[:REF]\" or \"HOST/REPO@sha256:DIGEST\"",
+            )
+        })?),
+    };
+    let max_layers = match raw.max_layers {
+        None => DEFAULT_MAX_LAYERS,
+        Some(0) => return Err(err("max-layers", "must be at least 1".into())),
+        Some(n) => n as usize,
+    };
     let live = raw
         .live
         .as_ref()
@@ -514,6 +538,8 @@ pub fn image_spec(
         ca_certificates: raw.ca_certificates.unwrap_or(true),
         mtime,
         created,
+        from,
+        max_layers,
         live,
         ready,
         runtime_inputs: raw.runtime_inputs.clone().unwrap_or_default(),

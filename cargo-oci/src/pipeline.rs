@@ -27,6 +27,13 @@ pub enum Output {
     DockerArchive(PathBuf),
     /// A docker-archive on stdout.
     Stream,
+    /// An OCI runtime bundle directory (`cargo oci bundle`).
+    Bundle {
+        dir: PathBuf,
+        readonly: bool,
+    },
+    /// The flattened root filesystem as a tar (`cargo oci export`).
+    Export(PathBuf),
 }
 
 impl Output {
@@ -117,6 +124,15 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
             Some(p.clone())
         }
         Output::Stream => None,
+        Output::Bundle { dir, .. } => {
+            crate::bundle::check_destination(dir)?;
+            sink::check_writable(dir, "image layout")?;
+            Some(dir.clone())
+        }
+        Output::Export(p) => {
+            sink::check_writable(p, "root filesystem tar")?;
+            Some(p.clone())
+        }
     };
 
     let artifact = if req.no_build {
@@ -139,6 +155,21 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         }
         (Output::DockerArchive(_), Some(p)) => {
             sink::write_atomic(p, |w| sink::write_docker_archive(&store, &images, w))?
+        }
+        (Output::Bundle { readonly, .. }, Some(dir)) => {
+            let tree = crate::flatten::flatten(&store, &image)?;
+            let config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(store.path(&image.config.digest))?)?;
+            let skipped = crate::bundle::write(&tree, &config["config"], *readonly, dir)?;
+            if skipped > 0 {
+                report.warn(&format!(
+                    "{skipped} device nodes or fifos of the image are not in the bundle's rootfs"
+                ));
+            }
+        }
+        (Output::Export(_), Some(p)) => {
+            let tree = crate::flatten::flatten(&store, &image)?;
+            sink::write_atomic(p, |w| crate::export::write_tar(&tree, w))?
         }
         _ => {
             let stdout = std::io::stdout();
@@ -168,6 +199,25 @@ fn assemble(
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
     let runtime_inputs = tools::runtime_inputs(&spec.runtime_inputs, info.machine)?;
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let base = match &spec.from {
+        Some(from) => Some(crate::source::load(
+            from,
+            &store,
+            &platform.architecture,
+            report,
+        )?),
+        None => None,
+    };
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    if base_layers + usize::from(spec.debug.is_some()) >= spec.max_layers {
+        return Err(UsageError::new(format!(
+            "the base image has {base_layers} layers: `max-layers = {}` leaves none for the image's own",
+            spec.max_layers
+        ))
+        .hint("raise `max-layers` in [package.metadata.oci], or use a base with fewer layers")
+        .into());
+    }
 
     let mut executables = vec![
         Executable {
@@ -233,7 +283,7 @@ fn assemble(
         None
     };
 
-    let plan = plan::plan(&plan::Inputs {
+    let mut plan = plan::plan(&plan::Inputs {
         spec,
         service: artifact.path.clone(),
         helper,
@@ -243,13 +293,19 @@ fn assemble(
         probe_bins: &artifact.extra,
         debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
     })?;
-    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    // The debug variant adds one layer on top: keep room for it in the budget.
+    let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
+    plan.layers = crate::layering::fit(plan.layers, budget);
     let layers = plan
         .layers
         .iter()
         .map(|l| layer::write_layer(&store, l, spec.mtime))
         .collect::<Result<Vec<_>>>()?;
-    let image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
+    let user_path = spec.env.contains_key("PATH");
+    let mut image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
+    if let Some(base) = &base {
+        image = crate::rebase::rebase(&store, image, base, user_path)?;
+    }
     report.detail(&format!(
         "closure: {} objects; {} layers, {} bytes compressed",
         closure.objects.len(),
@@ -260,15 +316,14 @@ fn assemble(
         Some(dl) => {
             let mut all = layers;
             all.push(layer::write_layer(&store, dl, spec.mtime)?);
-            let tags = image.tags.iter().map(|t| format!("{t}-debug")).collect();
-            Some(image::assemble(
-                &store,
-                spec,
-                &plan.env,
-                all,
-                &platform,
-                Some(tags),
-            )?)
+            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
+            let mut d =
+                image::assemble(&store, spec, &plan.env, all, &platform, Some(tags.clone()))?;
+            if let Some(base) = &base {
+                d = crate::rebase::rebase(&store, d, base, user_path)?;
+                d.tags = tags;
+            }
+            Some(d)
         }
         None => None,
     };
