@@ -2,10 +2,12 @@
 //! cargo's own output streams to the user's stderr as it comes; its JSON messages on stdout
 //! are read as they arrive.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use cargo_metadata::{Message, TargetKind};
@@ -201,8 +203,31 @@ pub fn host_triple(dir: &Path) -> Result<String> {
         .context("`rustc -vV` printed no host triple")
 }
 
-/// `rustc -vV` of the toolchain cargo uses in `dir`.
+/// `rustc -vV` of the toolchain cargo uses in `dir`, run once per directory and process (the
+/// answers are shared, also with a [`prefetch_rustc_version`] still running).
 pub fn rustc_version_verbose(dir: &Path) -> Result<String> {
+    type Answers = Mutex<HashMap<PathBuf, Arc<OnceLock<Result<String, String>>>>>;
+    static ANSWERS: OnceLock<Answers> = OnceLock::new();
+    let cell = {
+        let mut map = ANSWERS
+            .get_or_init(Answers::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(dir.to_path_buf()).or_default())
+    };
+    cell.get_or_init(|| run_rustc_version_verbose(dir).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Starts `rustc -vV` in `dir` in the background, so that its answer is ready when the build
+/// needs it.
+pub fn prefetch_rustc_version(dir: &Path) {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || rustc_version_verbose(&dir));
+}
+
+fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let out = Command::new(&rustc)
         .arg("-vV")

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::cargo_build::CargoFlags;
+use crate::compress::Codec;
 use crate::metadata::Selection;
 use crate::pipeline::{self, BuildRequest, Built, Output};
 use crate::reporter::{Reporter, Verbosity};
@@ -120,6 +121,9 @@ pub struct BuildArgs {
     /// Another tag (repeatable), besides the configured ones.
     #[arg(long = "tag", short = 't', value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Layer compression (zstd: smaller and faster; gzip: read by every runtime).
+    #[arg(long, value_enum, default_value_t)]
+    pub compression: Codec,
 }
 
 impl Common {
@@ -183,6 +187,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 cargo: a.cargo.flags(&a.common),
                 no_build: a.no_build,
                 output: Output::from_options(a.format, a.output.clone(), a.stream)?,
+                compression: a.compression,
             };
             let built = pipeline::build(&req, &report)?;
             print_built(&built, &req.output, a.common.message_format, &report);
@@ -219,6 +224,7 @@ fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Repor
             "layers": img.layers.iter().map(|l| json!({
                 "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
                 "diff_id": l.diff_id, "uncompressed_size": l.tar_size,
+                "media_type": l.media_type, "reused": l.reused,
             })).collect::<Vec<_>>(),
         })
         .to_string()],

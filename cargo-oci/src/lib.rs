@@ -1,16 +1,18 @@
 //! cargo-oci turns a Cargo package into a minimal, hardened, reproducible OCI image.
 //!
 //! The library is the whole tool; `cargo-oci`'s `main` only parses arguments. Data flows one way:
-//! [`metadata`] → [`cargo_build`] → [`closure`] → [`plan`] → [`layer`] → [`image`] → [`sink`],
+//! [`metadata`] → [`cargo_build`] → [`closure`] → [`plan`] → [`layer`] (through [`layer_cache`] and [`compress`]) → [`image`] → [`sink`],
 //! wired together by [`pipeline`].
 
 pub mod cargo_build;
 pub mod cli;
 pub mod closure;
+pub mod compress;
 pub mod error;
 pub mod helper;
 pub mod image;
 pub mod layer;
+pub mod layer_cache;
 pub mod ldcache;
 pub mod metadata;
 pub mod pipeline;

@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 
 use crate::cargo_build::{self, Artifact, CargoFlags};
 use crate::closure::{self, Closure, ClosureOptions, Executable};
+use crate::compress::{Codec, Compression};
 use crate::error::UsageError;
 use crate::image::{self, Image, Platform};
-use crate::layer;
+use crate::layer_cache::LayerCache;
 use crate::metadata::{self, ImageSpec, Selection};
 use crate::plan::{self, CA_BUNDLE};
 use crate::reporter::Reporter;
@@ -63,6 +64,8 @@ pub struct BuildRequest {
     pub cargo: CargoFlags,
     pub no_build: bool,
     pub output: Output,
+    /// How layers are compressed.
+    pub compression: Codec,
 }
 
 /// The result of a build.
@@ -89,9 +92,19 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
     sel.manifest_path = sel
         .manifest_path
         .or_else(|| req.cargo.manifest_path.clone());
+    // Most builds run in the package's directory: start `rustc -vV` there during cargo metadata.
+    let guess = match &sel.manifest_path {
+        Some(m) => m.parent().and_then(|d| d.canonicalize().ok()),
+        None => std::env::current_dir().ok(),
+    };
+    if let Some(dir) = guess {
+        cargo_build::prefetch_rustc_version(&dir);
+    }
     let meta = metadata::cargo_metadata(&sel)?;
     let package = metadata::select_package(&meta, &sel)?;
     let spec = metadata::image_spec(&meta, package, &sel)?;
+    // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
+    cargo_build::prefetch_rustc_version(&spec.package_dir);
     let target_dir = target_dir(req, &spec);
 
     // Fail on an unwritable output before spending time on a build.
@@ -120,7 +133,7 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let built = assemble(&spec, &artifact, &target_dir, report)?;
+    let built = assemble(&spec, &artifact, &target_dir, req.compression, report)?;
 
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     match (&req.output, &out_path) {
@@ -152,6 +165,7 @@ fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
     target_dir: &Path,
+    codec: Codec,
     report: &Reporter,
 ) -> Result<(Image, Closure)> {
     let info = closure::inspect(&artifact.path)?;
@@ -194,10 +208,25 @@ fn assemble(
         ca_bundle,
     });
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
+    let comp = Compression::new(codec);
     let layers = plan
         .layers
         .iter()
-        .map(|l| layer::write_layer(&store, l, spec.mtime))
+        .map(|l| {
+            let layer = cache.layer(&store, l, spec.mtime, comp)?;
+            report.detail(&format!(
+                "layer {}: {} ({} bytes)",
+                layer.role,
+                if layer.reused {
+                    "unchanged, reused"
+                } else {
+                    "written"
+                },
+                layer.blob.size
+            ));
+            Ok(layer)
+        })
         .collect::<Result<Vec<_>>>()?;
     let image = image::assemble(&store, spec, &plan, layers, &platform)?;
     report.detail(&format!(

@@ -106,9 +106,8 @@ pub fn write_layout(store: &Store, image: &Image, dir: &Path) -> Result<()> {
     for d in blob_digests(image) {
         store::link_or_copy(&store.path(d), &blobs.join(d.trim_start_matches("sha256:")))?;
     }
-    write_atomic(&dir.join("oci-layout"), |w| Ok(w.write_all(OCI_LAYOUT)?))?;
-    let index = index_json(image)?;
-    write_atomic(&dir.join("index.json"), |w| Ok(w.write_all(&index)?))?;
+    write_if_changed(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_if_changed(&dir.join("index.json"), &index_json(image)?)?;
 
     let keep: BTreeSet<&str> = blob_digests(image)
         .into_iter()
@@ -121,6 +120,14 @@ pub fn write_layout(store: &Store, image: &Image, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` atomically, unless it already holds exactly them.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomic(path, |w| Ok(w.write_all(bytes)?))
 }
 
 /// Writes `path` through a temporary file in the same directory, renamed into place on success.
@@ -213,13 +220,12 @@ pub fn write_docker_archive(store: &Store, image: &Image, out: &mut dyn Write) -
         let hex = l.diff_id.trim_start_matches("sha256:");
         let name = format!("{hex}/layer.tar");
         b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
-        let gz = flate2::read::GzDecoder::new(io::BufReader::new(store::open(
-            &store.path(&l.blob.digest),
-        )?));
+        let tar =
+            crate::compress::decoder(&l.media_type, store::open(&store.path(&l.blob.digest))?)?;
         b.append_data(
             &mut file_header(l.tar_size),
             &name,
-            crate::layer::Exact::new(gz, l.tar_size, format!("layer {}", l.blob.digest)),
+            crate::layer::Exact::new(tar, l.tar_size, format!("layer {}", l.blob.digest)),
         )?;
         layer_names.push(name);
     }
