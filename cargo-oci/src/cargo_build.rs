@@ -2,12 +2,10 @@
 //! cargo's own output streams to the user's stderr as it comes; its JSON messages on stdout
 //! are read as they arrive.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use cargo_metadata::{Message, TargetKind};
@@ -203,28 +201,23 @@ pub fn host_triple(dir: &Path) -> Result<String> {
         .context("`rustc -vV` printed no host triple")
 }
 
-/// `rustc -vV` of the toolchain cargo uses in `dir`, run once per directory and process (the
-/// answers are shared, also with a [`prefetch_rustc_version`] still running).
+/// `rustc -vV` of the toolchain cargo uses in `dir`, run once per directory and process (see
+/// [`prefetch_rustc_version`]).
 pub fn rustc_version_verbose(dir: &Path) -> Result<String> {
-    type Answers = Mutex<HashMap<PathBuf, Arc<OnceLock<Result<String, String>>>>>;
-    static ANSWERS: OnceLock<Answers> = OnceLock::new();
-    let cell = {
-        let mut map = ANSWERS
-            .get_or_init(Answers::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry(dir.to_path_buf()).or_default())
-    };
-    cell.get_or_init(|| run_rustc_version_verbose(dir).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
+    crate::prefetch::once(RUSTC_VV, dir, |d| {
+        run_rustc_version_verbose(d).map_err(|e| format!("{e:#}"))
+    })
+    .map_err(anyhow::Error::msg)
 }
+
+const RUSTC_VV: &str = "rustc -vV";
 
 /// Starts `rustc -vV` in `dir` in the background, so that its answer is ready when the build
 /// needs it.
 pub fn prefetch_rustc_version(dir: &Path) {
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || rustc_version_verbose(&dir));
+    crate::prefetch::start(RUSTC_VV, dir, |d| {
+        run_rustc_version_verbose(d).map_err(|e| format!("{e:#}"))
+    });
 }
 
 fn run_rustc_version_verbose(dir: &Path) -> Result<String> {

@@ -17,6 +17,7 @@ pub mod ldcache;
 pub mod metadata;
 pub mod pipeline;
 pub mod plan;
+pub mod prefetch;
 pub mod reference;
 pub mod reporter;
 pub mod sink;

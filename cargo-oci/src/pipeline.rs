@@ -92,13 +92,14 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
     sel.manifest_path = sel
         .manifest_path
         .or_else(|| req.cargo.manifest_path.clone());
-    // Most builds run in the package's directory: start `rustc -vV` there during cargo metadata.
+    // Most builds run in the package's directory: start the probes there during cargo metadata.
     let guess = match &sel.manifest_path {
         Some(m) => m.parent().and_then(|d| d.canonicalize().ok()),
         None => std::env::current_dir().ok(),
     };
     if let Some(dir) = guess {
         cargo_build::prefetch_rustc_version(&dir);
+        metadata::prefetch_revision(&dir);
     }
     let meta = metadata::cargo_metadata(&sel)?;
     let package = metadata::select_package(&meta, &sel)?;
@@ -210,24 +211,32 @@ fn assemble(
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
     let comp = Compression::new(codec);
-    let layers = plan
-        .layers
-        .iter()
-        .map(|l| {
-            let layer = cache.layer(&store, l, spec.mtime, comp)?;
-            report.detail(&format!(
-                "layer {}: {} ({} bytes)",
-                layer.role,
-                if layer.reused {
-                    "unchanged, reused"
-                } else {
-                    "written"
-                },
-                layer.blob.size
-            ));
-            Ok(layer)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // All layers at once: the small ones compress while the service layer does, instead of
+    // leaving cores idle at the end of each layer.
+    let layers = std::thread::scope(|s| {
+        let jobs: Vec<_> = plan
+            .layers
+            .iter()
+            .map(|l| s.spawn(|| cache.layer(&store, l, spec.mtime, comp)))
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a layer writer panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    for layer in &layers {
+        let how = if layer.reused {
+            "unchanged, reused"
+        } else {
+            "written"
+        };
+        report.detail(&format!(
+            "layer {}: {how} ({} bytes)",
+            layer.role, layer.blob.size
+        ));
+    }
     let image = image::assemble(&store, spec, &plan, layers, &platform)?;
     report.detail(&format!(
         "closure: {} objects; {} layers, {} bytes compressed",
