@@ -7,7 +7,8 @@
 //! path, size, inode, device and modification and change times in nanoseconds (the same kind of
 //! check `make` and cargo rely on; a file rewritten by a build gets a new mtime). A hit also needs
 //! the blob to be in the store at its recorded size. Records are small JSON files under
-//! `target/oci/.cache/layers/`, written atomically; an unreadable record is a miss.
+//! `target/oci/.cache/layers/`, written atomically; an unreadable record is a miss. (Written here:
+//! the key is specific to layer plans, and a record is one small file beside the blob store.)
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
