@@ -213,3 +213,17 @@ fn zstd_layers_are_read_by_skopeo_and_run_by_podman() {
         "podman load (docker-archive of zstd build)",
     );
 }
+
+#[test]
+fn an_unknown_compression_is_a_usage_error() {
+    let out = run(cargo_oci(
+        &example("http-hello"),
+        &["build", "--no-build", "--compression", "brotli"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("brotli") && err.contains("gzip") && err.contains("zstd"),
+        "the error names the value and the choices: {err}"
+    );
+}
