@@ -407,6 +407,49 @@ mod tests {
     }
 
     #[test]
+    fn chunks_in_flight_stay_bounded() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        /// A slow output counting the chunks it has received.
+        struct Slow(Arc<AtomicUsize>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let written = Arc::new(AtomicUsize::new(0));
+        let threads = 3;
+        let chunk = vec![7u8; CHUNK];
+        let ((), _) = compress(
+            Compression {
+                codec: Codec::Zstd,
+                threads,
+            },
+            Slow(Arc::clone(&written)),
+            |w| {
+                let mut most = 0;
+                for handed in 1..=40 {
+                    w.write_all(&chunk)?;
+                    most = most.max(handed - written.load(Ordering::SeqCst));
+                }
+                assert!(
+                    most <= in_flight(threads),
+                    "{most} chunks in memory, at most {} allowed",
+                    in_flight(threads)
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(written.load(Ordering::SeqCst), 40);
+    }
+
+    #[test]
     fn a_failing_output_stops_the_producer() {
         struct Broken;
         impl Write for Broken {
