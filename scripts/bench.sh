@@ -210,7 +210,7 @@ size_of() { if [ -f "$work/$1" ]; then cat "$work/$1"; else echo -; fi; }
 echo
 echo "cargo-oci image assembly benchmark: $RUNS runs each, medians; $(nproc) cores; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wall: elapsed seconds; cpu: user + system seconds of every process involved; x: ratio to cargo-oci gzip (cold)"
-printf '%-7s %-31s %8s %6s %7s %6s %10s %8s\n' workload tool "wall s" "x" "cpu s" "x" "layers MB" "peak MB"
+printf '%-7s %-31s %8s %6s %7s %6s %10s %8s\n' workload tool "wall s" "x" "cpu s" "x" "layers MiB" "peak MiB"
 for w in w1 small; do
   base=$(col "$w" "cargo-oci gzip (cold)" 3 | median)
   base_cpu=$(col "$w" "cargo-oci gzip (cold)" 4 | median)
@@ -245,8 +245,8 @@ if [ "${BENCH_SKIP_1GB:-0}" != 1 ]; then
   read -r b1 z1 _ <"$work/w1.layer-out"; read -r bg zg _ <"$work/1gb.layer-out"
   awk -v t1="$t1" -v tg="$tg" -v c1="$c1" -v cg="$cg" -v b1="$b1" -v bg="$bg" -v z1="$z1" -v zg="$zg" -v m1="$m1" -v mg="$mg" 'BEGIN {
     k = bg / b1
-    printf "layer writer, gzip, w1 root fs: tar %.1f MB -> %.1f MB in %.3f s wall, %.2f s cpu, peak %.1f MB\n", b1 / 1048576, z1 / 1048576, t1, c1, m1 / 1024
-    printf "layer writer, gzip, 1 GiB payload: tar %.1f MB -> %.1f MB in %.3f s wall, %.2f s cpu, peak %.1f MB\n", bg / 1048576, zg / 1048576, tg, cg, mg / 1024
+    printf "layer writer, gzip, w1 root fs: tar %.1f MiB -> %.1f MiB in %.3f s wall, %.2f s cpu, peak %.1f MiB\n", b1 / 1048576, z1 / 1048576, t1, c1, m1 / 1024
+    printf "layer writer, gzip, 1 GiB payload: tar %.1f MiB -> %.1f MiB in %.3f s wall, %.2f s cpu, peak %.1f MiB\n", bg / 1048576, zg / 1048576, tg, cg, mg / 1024
     printf "scaling: 1 GiB time / (%.1f x w1 time) = %.2f wall, %.2f cpu (target <= 1.2)\n", k, tg / (k * t1), cg / (k * c1)
   }'
 fi
