@@ -5,7 +5,8 @@
 set -euo pipefail
 
 pkgs=(skopeo umoci runc podman docker.io docker-registry apache2-utils jq
-      libssl-dev zlib1g-dev pkg-config ca-certificates file tmux busybox-static openssl)
+      libssl-dev zlib1g-dev pkg-config ca-certificates file tmux busybox-static openssl
+      buildah pigz time)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -240,8 +240,26 @@ pub fn host_triple(dir: &Path) -> Result<String> {
         .context("`rustc -vV` printed no host triple")
 }
 
-/// `rustc -vV` of the toolchain cargo uses in `dir`.
+/// `rustc -vV` of the toolchain cargo uses in `dir`, run once per directory and process (see
+/// [`prefetch_rustc_version`]).
 pub fn rustc_version_verbose(dir: &Path) -> Result<String> {
+    crate::prefetch::once(RUSTC_VV, dir, |d| {
+        run_rustc_version_verbose(d).map_err(|e| format!("{e:#}"))
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+const RUSTC_VV: &str = "rustc -vV";
+
+/// Starts `rustc -vV` in `dir` in the background, so that its answer is ready when the build
+/// needs it.
+pub fn prefetch_rustc_version(dir: &Path) {
+    crate::prefetch::start(RUSTC_VV, dir, |d| {
+        run_rustc_version_verbose(d).map_err(|e| format!("{e:#}"))
+    });
+}
+
+fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let out = Command::new(&rustc)
         .arg("-vV")

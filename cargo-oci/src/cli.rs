@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::cargo_build::CargoFlags;
+use crate::compress::Codec;
 use crate::metadata::Selection;
 use crate::pipeline::{self, BuildRequest, Built, Output};
 use crate::reporter::{Reporter, Verbosity};
@@ -172,6 +173,9 @@ pub struct BuildArgs {
     /// Another tag (repeatable), besides the configured ones.
     #[arg(long = "tag", short = 't', value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Layer compression (zstd: smaller and faster; gzip: read by every runtime).
+    #[arg(long, value_enum, default_value_t)]
+    pub compression: Codec,
 }
 
 impl Common {
@@ -236,6 +240,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 no_build: a.no_build,
                 debug: a.debug,
                 output: Output::from_options(a.format, a.output.clone(), a.stream)?,
+                compression: a.compression,
             };
             let built = pipeline::build(&req, &report)?;
             print_built(&built, &req.output, a.common.message_format, &report);
@@ -285,6 +290,7 @@ fn build_to(cargo: &CargoArgs, common: &Common, no_build: bool, output: Output) 
         no_build,
         output,
         debug: false,
+        compression: crate::compress::Codec::Gzip,
     };
     let built = pipeline::build(&req, &report)?;
     print_built(&built, &req.output, common.message_format, &report);
@@ -321,6 +327,7 @@ fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Repor
             "layers": img.layers.iter().map(|l| json!({
                 "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
                 "diff_id": l.diff_id, "uncompressed_size": l.tar_size,
+                "media_type": l.media_type, "reused": l.reused,
             })).collect::<Vec<_>>(),
             "debug": b.debug.as_ref().map(|d| json!({
                 "tags": d.tags,

@@ -1,22 +1,22 @@
 //! Writes layers: a reproducible tar of a [`LayerPlan`] (sorted entries, fixed times and owners, no
-//! names or device numbers), gzip-compressed with a fixed header, streamed into the blob store
-//! while both digests (the blob's and the tar's `diff_id`) are computed on the way.
+//! names or device numbers), compressed on every core by [`crate::compress`], streamed into the
+//! blob store while both digests (the blob's and the tar's `diff_id`) are computed on the way.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 
 use anyhow::{Context, Result};
-use flate2::{Compression, GzBuilder};
+use serde::{Deserialize, Serialize};
 use tar::{EntryType, Header};
 
+use crate::compress::{self, Compression};
 use crate::plan::{Content, LayerPlan};
 use crate::store::{Blob, HashWriter, Store};
 
-/// The OCI media type of gzip layers.
-pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub use crate::compress::{MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
 
 /// A layer in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     /// The compressed blob.
     pub blob: Blob,
@@ -27,28 +27,31 @@ pub struct Layer {
     pub media_type: String,
     /// What the layer holds, for history.
     pub role: String,
+    /// Taken from the layer cache rather than written by this run.
+    #[serde(skip)]
+    pub reused: bool,
 }
 
 /// Tars, compresses and stores one layer.
-pub fn write_layer(store: &Store, plan: &LayerPlan, mtime: u64) -> Result<Layer> {
+pub fn write_layer(
+    store: &Store,
+    plan: &LayerPlan,
+    mtime: u64,
+    comp: Compression,
+) -> Result<Layer> {
     let blob = store.writer()?;
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(blob, Compression::new(6));
-    let tar_hash = write_tar(plan, mtime, HashWriter::new(gz))
-        .with_context(|| format!("cannot write the {} layer", plan.role))?;
-    let (gz, diff_id, tar_size) = tar_hash.finish();
-    let blob = gz
-        .finish()
-        .context("cannot finish the gzip stream")?
-        .commit()?;
+    let ((diff_id, tar_size), blob) = compress::compress(comp, blob, |chunks| {
+        let (_, diff_id, tar_size) = write_tar(plan, mtime, HashWriter::new(chunks))?.finish();
+        Ok((diff_id, tar_size))
+    })
+    .with_context(|| format!("cannot write the {} layer", plan.role))?;
     Ok(Layer {
-        blob,
+        blob: blob.commit()?,
         diff_id,
         tar_size,
-        media_type: MEDIA_TYPE_GZIP.into(),
+        media_type: comp.codec.media_type().into(),
         role: plan.role.clone(),
+        reused: false,
     })
 }
 
@@ -133,6 +136,7 @@ impl<R: Read> Read for Exact<R> {
 mod tests {
     use super::*;
     use crate::plan::Entry;
+    use crate::store;
 
     fn plan() -> LayerPlan {
         let e = |path: &str, content: Content, mode| Entry {
@@ -182,12 +186,27 @@ mod tests {
     }
 
     #[test]
-    fn gzip_is_deterministic() {
+    fn layers_are_deterministic() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = write_layer(&store, &plan(), 1).unwrap();
-        let b = write_layer(&store, &plan(), 1).unwrap();
-        assert_eq!(a, b);
-        assert!(store.contains(&a.blob.digest));
+        for codec in [compress::Codec::Gzip, compress::Codec::Zstd] {
+            let one = Compression { codec, threads: 1 };
+            let a = write_layer(&store, &plan(), 1, one).unwrap();
+            let b = write_layer(&store, &plan(), 1, Compression { threads: 4, ..one }).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(a.media_type, codec.media_type());
+            assert!(store.contains(&a.blob.digest));
+            // The diff_id is the digest of the tar the blob decompresses to.
+            let mut tar = Vec::new();
+            compress::decoder(
+                &a.media_type,
+                store::open(&store.path(&a.blob.digest)).unwrap(),
+            )
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap();
+            assert_eq!(crate::store::digest_of(&tar), a.diff_id);
+            assert_eq!(tar.len() as u64, a.tar_size);
+        }
     }
 }

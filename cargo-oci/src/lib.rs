@@ -1,27 +1,31 @@
 //! cargo-oci turns a Cargo package into a minimal, hardened, reproducible OCI image.
 //!
 //! The library is the whole tool; `cargo-oci`'s `main` only parses arguments. Data flows one way:
-//! [`metadata`] → [`cargo_build`] → [`closure`] → [`plan`] → [`layer`] → [`image`] → [`sink`],
-//! wired together by [`pipeline`]. A base image ([`source`]) goes under the layers
-//! ([`rebase`]); [`layering`] fits them to `max-layers`; [`flatten`] gives the root filesystem
-//! for [`bundle`] and [`export`]; [`merge`] joins docker-archives.
+//! [`metadata`] → [`cargo_build`] → [`closure`] → [`plan`] → [`layer`] (through [`layer_cache`]
+//! and [`compress`]) → [`image`] → [`sink`], wired together by [`pipeline`]. A base image
+//! ([`source`]) goes under the layers ([`rebase`]); [`layering`] fits them to `max-layers`;
+//! [`flatten`] gives the root filesystem for [`bundle`] and [`export`]; [`merge`] joins
+//! docker-archives.
 
 pub mod bundle;
 pub mod cargo_build;
 pub mod cli;
 pub mod closure;
+pub mod compress;
 pub mod error;
 pub mod export;
 pub mod flatten;
 pub mod helper;
 pub mod image;
 pub mod layer;
+pub mod layer_cache;
 pub mod layering;
 pub mod ldcache;
 pub mod merge;
 pub mod metadata;
 pub mod pipeline;
 pub mod plan;
+pub mod prefetch;
 pub mod rebase;
 pub mod reference;
 pub mod reporter;

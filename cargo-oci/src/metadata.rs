@@ -738,8 +738,19 @@ fn default_labels(p: &Package) -> BTreeMap<String, String> {
     l
 }
 
+const GIT_REVISION: &str = "git revision";
+
+/// Starts finding the `revision` label of a package in `dir` in the background.
+pub fn prefetch_revision(dir: &Path) {
+    crate::prefetch::start(GIT_REVISION, dir, run_git_clean_head);
+}
+
 /// The commit of HEAD when the work tree holding `dir` is clean; nothing otherwise.
 fn git_clean_head(dir: &Path) -> Option<String> {
+    crate::prefetch::once(GIT_REVISION, dir, run_git_clean_head)
+}
+
+fn run_git_clean_head(dir: &Path) -> Option<String> {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")

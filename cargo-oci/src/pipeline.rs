@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 
 use crate::cargo_build::{self, Artifact, CargoFlags};
 use crate::closure::{self, Closure, ClosureOptions, Executable};
+use crate::compress::{Codec, Compression};
 use crate::error::UsageError;
 use crate::image::{self, Image, Platform};
-use crate::layer;
+use crate::layer_cache::LayerCache;
 use crate::metadata::{self, ImageSpec, Selection};
 use crate::plan::{self, CA_BUNDLE};
 use crate::reporter::Reporter;
@@ -73,6 +74,8 @@ pub struct BuildRequest {
     pub output: Output,
     /// Also build the debug variant (`--debug`), whatever the metadata says.
     pub debug: bool,
+    /// How layers are compressed.
+    pub compression: Codec,
 }
 
 /// The result of a build.
@@ -101,12 +104,23 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
     sel.manifest_path = sel
         .manifest_path
         .or_else(|| req.cargo.manifest_path.clone());
+    // Most builds run in the package's directory: start the probes there during cargo metadata.
+    let guess = match &sel.manifest_path {
+        Some(m) => m.parent().and_then(|d| d.canonicalize().ok()),
+        None => std::env::current_dir().ok(),
+    };
+    if let Some(dir) = guess {
+        cargo_build::prefetch_rustc_version(&dir);
+        metadata::prefetch_revision(&dir);
+    }
     let meta = metadata::cargo_metadata(&sel)?;
     let package = metadata::select_package(&meta, &sel)?;
     let mut spec = metadata::image_spec(&meta, package, &sel)?;
     if req.debug && spec.debug.is_none() {
         spec.debug = Some(metadata::DebugSpec::default());
     }
+    // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
+    cargo_build::prefetch_rustc_version(&spec.package_dir);
     let target_dir = target_dir(req, &spec);
 
     // Fail on an unwritable output before spending time on a build.
@@ -144,7 +158,7 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let (image, debug, closure) = assemble(&spec, &artifact, &target_dir, report)?;
+    let (image, debug, closure) = assemble(&spec, &artifact, &target_dir, req.compression, report)?;
 
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let images: Vec<&Image> = std::iter::once(&image).chain(debug.as_ref()).collect();
@@ -193,6 +207,7 @@ fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
     target_dir: &Path,
+    codec: Codec,
     report: &Reporter,
 ) -> Result<(Image, Option<Image>, Closure)> {
     let info = closure::inspect(&artifact.path)?;
@@ -296,11 +311,36 @@ fn assemble(
     // The debug variant adds one layer on top: keep room for it in the budget.
     let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
     plan.layers = crate::layering::fit(plan.layers, budget);
-    let layers = plan
-        .layers
-        .iter()
-        .map(|l| layer::write_layer(&store, l, spec.mtime))
-        .collect::<Result<Vec<_>>>()?;
+    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
+    let comp = Compression::new(codec);
+    // All layers at once (the debug one too): the small ones compress while the service layer
+    // does, instead of leaving cores idle at the end of each layer.
+    let mut layers = std::thread::scope(|s| {
+        let jobs: Vec<_> = plan
+            .layers
+            .iter()
+            .chain(plan.debug_layer.as_ref())
+            .map(|l| s.spawn(|| cache.layer(&store, l, spec.mtime, comp)))
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a layer writer panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    for layer in &layers {
+        let how = if layer.reused {
+            "unchanged, reused"
+        } else {
+            "written"
+        };
+        report.detail(&format!(
+            "layer {}: {how} ({} bytes)",
+            layer.role, layer.blob.size
+        ));
+    }
+    let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
     let user_path = spec.env.contains_key("PATH");
     let mut image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
     if let Some(base) = &base {
@@ -312,10 +352,10 @@ fn assemble(
         image.layers.len(),
         image.layers.iter().map(|l| l.blob.size).sum::<u64>()
     ));
-    let debug = match &plan.debug_layer {
+    let debug = match debug_layer {
         Some(dl) => {
             let mut all = layers;
-            all.push(layer::write_layer(&store, dl, spec.mtime)?);
+            all.push(dl);
             let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
             let mut d =
                 image::assemble(&store, spec, &plan.env, all, &platform, Some(tags.clone()))?;

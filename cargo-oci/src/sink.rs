@@ -122,9 +122,8 @@ pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> 
     for d in blob_digests(images) {
         store::link_or_copy(&store.path(d), &blobs.join(d.trim_start_matches("sha256:")))?;
     }
-    write_atomic(&dir.join("oci-layout"), |w| Ok(w.write_all(OCI_LAYOUT)?))?;
-    let index = index_json(images)?;
-    write_atomic(&dir.join("index.json"), |w| Ok(w.write_all(&index)?))?;
+    write_if_changed(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_if_changed(&dir.join("index.json"), &index_json(images)?)?;
 
     let keep: BTreeSet<&str> = blob_digests(images)
         .into_iter()
@@ -137,6 +136,14 @@ pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` atomically, unless it already holds exactly them.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomic(path, |w| Ok(w.write_all(bytes)?))
 }
 
 /// Writes `path` through a temporary file in the same directory, renamed into place on success.
@@ -232,9 +239,9 @@ pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Writ
             let name = format!("{hex}/layer.tar");
             if written.insert(name.clone()) {
                 b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
-                let blob = io::BufReader::new(store::open(&store.path(&l.blob.digest))?);
+                let blob = store::open(&store.path(&l.blob.digest))?;
                 let tar = crate::layer::Exact::new(
-                    flate2::read::GzDecoder::new(blob),
+                    crate::compress::decoder(&l.media_type, blob)?,
                     l.tar_size,
                     format!("layer {}", l.blob.digest),
                 );

@@ -7,10 +7,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A blob in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blob {
     /// `sha256:<hex>`.
     pub digest: String,
@@ -48,8 +49,15 @@ impl Store {
         self.path(digest).is_file()
     }
 
-    /// Stores `bytes`.
+    /// Stores `bytes` (nothing is written when the store already holds them).
     pub fn put(&self, bytes: &[u8]) -> Result<Blob> {
+        let blob = Blob {
+            digest: digest_of(bytes),
+            size: bytes.len() as u64,
+        };
+        if std::fs::metadata(self.path(&blob.digest)).is_ok_and(|m| m.len() == blob.size) {
+            return Ok(blob);
+        }
         let mut w = self.writer()?;
         w.write_all(bytes)?;
         w.commit()
@@ -161,4 +169,33 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
 /// Opens a stored blob for reading.
 pub fn open(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot read blob {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_names_blobs_by_digest_and_writes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.put(b"config").unwrap();
+        assert_eq!(a.digest, digest_of(b"config"));
+        assert_eq!(std::fs::read(store.path(&a.digest)).unwrap(), b"config");
+        let stamp = std::fs::metadata(store.path(&a.digest))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(store.put(b"config").unwrap(), a);
+        let again = std::fs::metadata(store.path(&a.digest))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(stamp, again, "an existing blob is not rewritten");
+        // A truncated blob (a crash mid-copy by another tool) is replaced.
+        std::fs::write(store.path(&a.digest), b"conf").unwrap();
+        store.put(b"config").unwrap();
+        assert_eq!(std::fs::read(store.path(&a.digest)).unwrap(), b"config");
+    }
 }

@@ -140,5 +140,6 @@ pub fn import(
         tar_size,
         media_type: MEDIA_TYPE_GZIP.into(),
         role: "base".into(),
+        reused: true,
     })
 }

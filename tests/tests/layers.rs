@@ -1,0 +1,229 @@
+//! Layer compression and the layer cache, end to end: zstd layers read by skopeo and run by
+//! podman, and a rebuild after only the service changed writing only the service layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cargo_oci_tests::*;
+
+/// A private target directory holding a copy of the built http-hello binary and of the contract
+/// helper cache, so that `--no-build` packages it without touching the shared target directory.
+fn private_target(tmp: &Path) -> PathBuf {
+    let b = built("http-hello");
+    let shared = examples_target_dir();
+    let target = tmp.join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy(
+        shared.join("release/http-hello"),
+        target.join("release/http-hello"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
+    ok(Command::new("cp")
+        .arg("-r")
+        .arg(shared.join("oci/.helper/bin"))
+        .arg(target.join("oci/.helper/")));
+    assert!(b.layout.is_dir());
+    target
+}
+
+fn build_json(target: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "build",
+        "--release",
+        "--no-build",
+        "-q",
+        "--message-format",
+        "json",
+        "--target-dir",
+        target.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(cargo_oci(&example("http-hello"), &args));
+    serde_json::from_str(out.trim()).expect("one JSON object")
+}
+
+fn layers(v: &serde_json::Value) -> Vec<(String, String, bool)> {
+    v["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["role"].as_str().unwrap().to_string(),
+                l["digest"].as_str().unwrap().to_string(),
+                l["reused"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn only_changed_layers_are_written_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = private_target(tmp.path());
+
+    let first = build_json(&target, &[]);
+    let l1 = layers(&first);
+    assert_eq!(
+        l1.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+        ["base", "closure", "contracts", "service"]
+    );
+    assert!(
+        l1.iter().all(|l| !l.2),
+        "a cold cache reuses nothing: {l1:?}"
+    );
+
+    let second = build_json(&target, &[]);
+    assert!(
+        layers(&second).iter().all(|l| l.2),
+        "nothing changed: {second}"
+    );
+    assert_eq!(first["digest"], second["digest"]);
+
+    // A new build of the service: same program, other bytes.
+    let bin = target.join("release/http-hello");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    bytes.extend_from_slice(b"\0rebuilt");
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::write(&bin, &bytes).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let third = build_json(&target, &[]);
+    let l3 = layers(&third);
+    for (a, b) in l1.iter().zip(&l3) {
+        if a.0 == "service" {
+            assert!(!b.2, "the service layer is written again");
+            assert_ne!(a.1, b.1);
+        } else {
+            assert!(b.2, "the {} layer is reused", a.0);
+            assert_eq!(a.1, b.1);
+        }
+    }
+    assert_ne!(first["digest"], third["digest"]);
+
+    // The reused blobs are in the new layout: skopeo verifies every digest while copying.
+    if tool("skopeo").is_some() {
+        let layout = third["path"].as_str().unwrap();
+        let reference = third["references"][0].as_str().unwrap();
+        ok(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("oci:{layout}:{reference}"),
+            &format!("dir:{}", tmp.path().join("copy").display()),
+        ]));
+    }
+}
+
+#[test]
+fn zstd_layers_are_read_by_skopeo_and_run_by_podman() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = private_target(tmp.path());
+    // podman names an image pulled from a layout after its path, which must be lowercase.
+    let layout = examples_target_dir().join(unique("zstd-layout"));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Remove(layout.clone());
+    let v = build_json(
+        &target,
+        &["--compression", "zstd", "-o", layout.to_str().unwrap()],
+    );
+    let reference = v["references"][0].as_str().unwrap().to_string();
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+    if tool("skopeo").is_some() {
+        let oci = format!("oci:{}:{reference}", layout.display());
+        let raw: serde_json::Value =
+            serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--raw", &oci])))
+                .unwrap();
+        let types: Vec<&str> = raw["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, [zstd; 4], "{raw}");
+        // skopeo decompresses nothing on copy, but checks every blob's digest and size.
+        ok(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &oci,
+            &format!("dir:{}", tmp.path().join("copy").display()),
+        ]));
+    }
+
+    if tool("podman").is_none() {
+        return;
+    }
+    let check = |image: &str, what: &str| {
+        let out = run(Command::new("podman").args([
+            "run",
+            "--rm",
+            "--read-only",
+            "--network=none",
+            image,
+            "self-test",
+        ]));
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("hello from http-hello"),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    // podman unpacks the zstd layers itself...
+    let id = ok(Command::new("podman").args([
+        "pull",
+        "-q",
+        &format!("oci:{}:{reference}", layout.display()),
+    ]));
+    check(id.trim(), "podman pull oci: (zstd layers)");
+    // ...and a docker-archive of a zstd build carries the same tars, decompressed by cargo-oci.
+    let archive = tmp.path().join("zstd-docker.tar");
+    let tag = unique("zstd");
+    let v2 = build_json(
+        &target,
+        &[
+            "--compression",
+            "zstd",
+            "--format",
+            "docker-archive",
+            "-o",
+            archive.to_str().unwrap(),
+            "-t",
+            &tag,
+        ],
+    );
+    assert_eq!(
+        v2["config_digest"], v["config_digest"],
+        "same image whatever the output format"
+    );
+    ok(Command::new("podman").args(["load", "-q", "-i", archive.to_str().unwrap()]));
+    let name = v["name"].as_str().unwrap();
+    check(
+        &format!("{name}:{tag}"),
+        "podman load (docker-archive of zstd build)",
+    );
+}
+
+#[test]
+fn an_unknown_compression_is_a_usage_error() {
+    let out = run(cargo_oci(
+        &example("http-hello"),
+        &["build", "--no-build", "--compression", "brotli"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("brotli") && err.contains("gzip") && err.contains("zstd"),
+        "the error names the value and the choices: {err}"
+    );
+}
