@@ -2,7 +2,8 @@
 //!
 //! The library is the whole tool; `cargo-oci`'s `main` only parses arguments. Data flows one way:
 //! [`metadata`] → [`cargo_build`] → [`closure`] → [`plan`] → [`layer`] → [`image`] → [`sink`],
-//! wired together by [`pipeline`].
+//! wired together by [`pipeline`]. [`push`] sends a built image to a registry through the
+//! protocol client in [`registry`].
 
 pub mod cargo_build;
 pub mod cli;
@@ -15,7 +16,9 @@ pub mod ldcache;
 pub mod metadata;
 pub mod pipeline;
 pub mod plan;
+pub mod push;
 pub mod reference;
+pub mod registry;
 pub mod reporter;
 pub mod sink;
 pub mod store;
