@@ -11,12 +11,12 @@ use serde_json::json;
 
 use crate::cargo_build::CargoFlags;
 use crate::error::UsageError;
+use crate::metadata::Selection;
+use crate::pipeline::{self, BuildRequest, Built, Output};
 use crate::push::{self, PushRequest, Pushed, Transfer};
 use crate::reference::ImageName;
 use crate::registry::auth::{Credential, Secret};
 use crate::registry::ClientOptions;
-use crate::metadata::Selection;
-use crate::pipeline::{self, BuildRequest, Built, Output};
 use crate::reporter::{Reporter, Verbosity};
 use crate::sink::Format;
 
@@ -243,20 +243,22 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn push_request(a: &PushArgs) -> Result<PushRequest> {
-    let destination = a
-        .to
-        .as_deref()
-        .map(|t| {
-            ImageName::parse(t)
-                .map_err(|m| UsageError::new(format!("--to: {m}")).hint("use host[:port]/path/repo"))
-        })
-        .transpose()?;
+    let destination =
+        a.to.as_deref()
+            .map(|t| {
+                ImageName::parse(t).map_err(|m| {
+                    UsageError::new(format!("--to: {m}")).hint("use host[:port]/path/repo")
+                })
+            })
+            .transpose()?;
     let credential = match &a.username {
         Some(username) if a.password_stdin => {
             let mut password = String::new();
             std::io::stdin()
                 .read_to_string(&mut password)
-                .map_err(|e| UsageError::new(format!("cannot read the password from stdin: {e}")))?;
+                .map_err(|e| {
+                    UsageError::new(format!("cannot read the password from stdin: {e}"))
+                })?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
             if password.is_empty() {
                 return Err(UsageError::new("--password-stdin: stdin held no password")
@@ -264,7 +266,10 @@ fn push_request(a: &PushArgs) -> Result<PushRequest> {
                     .into());
             }
             Some(Credential {
-                secret: Secret::Basic { username: username.clone(), password },
+                secret: Secret::Basic {
+                    username: username.clone(),
+                    password,
+                },
                 source: "--password-stdin".into(),
             })
         }

@@ -98,12 +98,7 @@ pub fn push_image(
     }
 
     let mut blobs: Vec<BlobFile> = Vec::new();
-    for b in image
-        .layers
-        .iter()
-        .map(|l| &l.blob)
-        .chain([&image.config])
-    {
+    for b in image.layers.iter().map(|l| &l.blob).chain([&image.config]) {
         if !blobs.iter().any(|x| x.digest == b.digest) {
             blobs.push(BlobFile {
                 digest: b.digest.clone(),
@@ -119,7 +114,12 @@ pub fn push_image(
     let mut known = KnownBlobs::load(&cache_path);
     let sources: BTreeMap<String, Vec<String>> = blobs
         .iter()
-        .map(|b| (b.digest.clone(), known.repositories(registry, &b.digest, repo)))
+        .map(|b| {
+            (
+                b.digest.clone(),
+                known.repositories(registry, &b.digest, repo),
+            )
+        })
         .collect();
     let mut scopes = vec![format!("repository:{repo}:pull,push")];
     for r in sources.values().flatten().collect::<BTreeSet<_>>() {
@@ -138,7 +138,9 @@ pub fn push_image(
         ),
     );
     let progress = Progress::default();
-    let results = transfer_blobs(&client, repo, &blobs, &sources, req, &progress, report, total)?;
+    let results = transfer_blobs(
+        &client, repo, &blobs, &sources, req, &progress, report, total,
+    )?;
 
     // Every blob is confirmed in the repository: now the manifest, by digest, then the tags.
     let manifest = std::fs::read(store.path(&image.manifest.digest))
@@ -336,7 +338,11 @@ fn transfer_one(
                 "blob {} ({} bytes) is not in {repo} after the {}: the registry has {}",
                 blob.digest,
                 blob.size,
-                if how == Transfer::Mounted { "mount" } else { "upload" },
+                if how == Transfer::Mounted {
+                    "mount"
+                } else {
+                    "upload"
+                },
                 other.map_or("nothing".into(), |n| format!("{n} bytes"))
             ))
         }
@@ -382,11 +388,20 @@ impl KnownBlobs {
             .insert(repo.to_string());
     }
 
+    /// Writes the file, merged with what other pushes wrote meanwhile.
     fn save(&self, path: &Path) -> Result<()> {
+        let mut merged = KnownBlobs::load(path);
+        for (registry, digests) in &self.registries {
+            for (digest, repos) in digests {
+                for repo in repos {
+                    merged.add(registry, digest, repo);
+                }
+            }
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(&serde_json::to_vec(self)?)?;
+        tmp.write_all(&serde_json::to_vec(&merged)?)?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
@@ -406,7 +421,10 @@ pub fn human_bytes(n: u64) -> String {
 /// Parses `--chunk-size`: bytes, or with a `K`/`M`/`G` (KiB, MiB, GiB) suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (num, mult) = match t.chars().last() {
         Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
         Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),

@@ -40,7 +40,12 @@ impl Registry {
         if let Some((user, pass)) = login {
             tool("htpasswd")?;
             let file = dir.path().join("htpasswd");
-            crate::ok(Command::new("htpasswd").arg("-Bbc").arg(&file).args([user, pass]));
+            crate::ok(
+                Command::new("htpasswd")
+                    .arg("-Bbc")
+                    .arg(&file)
+                    .args([user, pass]),
+            );
             auth = format!(
                 "auth:\n  htpasswd:\n    realm: cargo-oci-test\n    path: {}\n",
                 file.display()
@@ -226,8 +231,12 @@ impl Proxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (seen, counts, rule, upstream) =
-                    (seen2.clone(), counts.clone(), rule.clone(), upstream.clone());
+                let (seen, counts, rule, upstream) = (
+                    seen2.clone(),
+                    counts.clone(),
+                    rule.clone(),
+                    upstream.clone(),
+                );
                 std::thread::spawn(move || {
                     let _ = handle(conn, &upstream, &rule, &counts, &seen);
                 });
@@ -324,7 +333,11 @@ fn handle(
             return Ok(());
         }
         Fault::Status(code) => {
-            let extra = if code == 429 { "Retry-After: 1\r\n" } else { "" };
+            let extra = if code == 429 {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
             write!(
                 out,
                 "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"

@@ -22,7 +22,10 @@ pub struct Credential {
 /// The secret itself.
 #[derive(Clone)]
 pub enum Secret {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An identity (refresh) token, exchanged for a bearer token.
     IdentityToken(String),
 }
@@ -56,7 +59,9 @@ impl Credential {
 
 /// The keys a registry may be filed under in credential stores.
 fn server_keys(registry: &str) -> Vec<String> {
-    if registry == "docker.io" || registry == "index.docker.io" || registry == "registry-1.docker.io"
+    if registry == "docker.io"
+        || registry == "index.docker.io"
+        || registry == "registry-1.docker.io"
     {
         vec![
             "https://index.docker.io/v1/".into(),

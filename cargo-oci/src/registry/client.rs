@@ -115,8 +115,8 @@ fn read_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>> {
         std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {
-        if let PemItem::Certificate(c) = item
-            .map_err(|e| anyhow!("{} is not a PEM certificate file: {e}", path.display()))?
+        if let PemItem::Certificate(c) =
+            item.map_err(|e| anyhow!("{} is not a PEM certificate file: {e}", path.display()))?
         {
             certs.push(c);
         }
@@ -130,10 +130,16 @@ fn registry_message(body: &str) -> String {
         if let Some(e) = v["errors"].get(0) {
             let code = e["code"].as_str().unwrap_or_default();
             let msg = e["message"].as_str().unwrap_or_default();
-            return format!("{code}: {msg}").trim_matches([' ', ':']).to_string();
+            return format!("{code}: {msg}")
+                .trim_matches([' ', ':'])
+                .to_string();
         }
     }
-    body.chars().take(200).collect::<String>().trim().to_string()
+    body.chars()
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 fn header(resp: &Response<Body>, name: &str) -> Option<String> {
@@ -162,11 +168,7 @@ fn unexpected(what: &str, mut resp: Response<Body>) -> anyhow::Error {
 
 /// Reads and drops a body so that the connection goes back to the pool.
 fn drain(mut resp: Response<Body>) {
-    let _ = resp
-        .body_mut()
-        .with_config()
-        .limit(1 << 20)
-        .read_to_vec();
+    let _ = resp.body_mut().with_config().limit(1 << 20).read_to_vec();
 }
 
 impl Client {
@@ -322,14 +324,14 @@ impl Client {
 
     /// Answers a `WWW-Authenticate` challenge: sets the `Authorization` value to use.
     fn authenticate(&self, challenge: Option<&str>) -> Result<()> {
-        let challenge = challenge
-            .and_then(auth::parse_challenge)
-            .context("the registry asked for authentication without a usable WWW-Authenticate challenge")?;
+        let challenge = challenge.and_then(auth::parse_challenge).context(
+            "the registry asked for authentication without a usable WWW-Authenticate challenge",
+        )?;
         let value = match challenge {
-            Challenge::Basic => match self.credential.as_ref().and_then(Credential::basic_header) {
-                Some(h) => h,
-                None => {
-                    return Err(UsageError::new(format!(
+            Challenge::Basic => {
+                match self.credential.as_ref().and_then(Credential::basic_header) {
+                    Some(h) => h,
+                    None => return Err(UsageError::new(format!(
                         "{} needs a user name and password and none was found",
                         self.registry
                     ))
@@ -337,9 +339,9 @@ impl Client {
                         "pass --username USER --password-stdin, or log in with `docker login` / \
                          `podman login`",
                     )
-                    .into())
+                    .into()),
                 }
-            },
+            }
             Challenge::Bearer {
                 realm,
                 service,
@@ -407,7 +409,9 @@ impl Client {
                     std::thread::sleep(self.backoff(attempt))
                 }
                 Err(e) => {
-                    return Err(anyhow!(e).context(format!("no answer from the token service {realm}")))
+                    return Err(
+                        anyhow!(e).context(format!("no answer from the token service {realm}"))
+                    )
                 }
             }
         };
@@ -416,7 +420,10 @@ impl Client {
                 .credential
                 .as_ref()
                 .map_or("anonymous access".to_string(), |c| c.describe());
-            return Err(unexpected(&format!("the token service {realm} refused {who}"), resp));
+            return Err(unexpected(
+                &format!("the token service {realm} refused {who}"),
+                resp,
+            ));
         }
         let body = resp
             .body_mut()
@@ -479,7 +486,8 @@ impl Client {
                 Ok(Mount::Mounted)
             }
             202 => {
-                let loc = header(&resp, "location").context("the registry gave no upload location")?;
+                let loc =
+                    header(&resp, "location").context("the registry gave no upload location")?;
                 drain(resp);
                 Ok(Mount::Upload(loc))
             }
@@ -669,7 +677,9 @@ mod tests {
     #[test]
     fn registry_errors_are_readable() {
         assert_eq!(
-            registry_message(r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{}}]}"#),
+            registry_message(
+                r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{}}]}"#
+            ),
             "MANIFEST_INVALID: manifest invalid"
         );
         assert_eq!(registry_message("plain text"), "plain text");
