@@ -108,7 +108,7 @@ pub fn push_image(
         }
     }
     // The largest first, so that parallel uploads finish together.
-    blobs.sort_by(|a, b| b.size.cmp(&a.size));
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
 
     let cache_path = cache_dir.join(".registry-blobs.json");
     let mut known = KnownBlobs::load(&cache_path);
@@ -315,17 +315,11 @@ fn transfer_one(
     }
     let mut session = None;
     let mut how = Transfer::Uploaded;
-    for source in from {
+    // One mount try: a registry that cannot mount opens an upload session instead (202).
+    if let Some(source) = from.first() {
         match client.mount(repo, &blob.digest, source)? {
-            Mount::Mounted => {
-                how = Transfer::Mounted;
-                break;
-            }
-            // The registry opened an upload instead: use it.
-            Mount::Upload(loc) => {
-                session = Some(loc);
-                break;
-            }
+            Mount::Mounted => how = Transfer::Mounted,
+            Mount::Upload(loc) => session = Some(loc),
         }
     }
     if how == Transfer::Uploaded {
@@ -371,6 +365,7 @@ impl KnownBlobs {
             .unwrap_or_default()
     }
 
+    /// Repositories of `registry` known to hold `digest`, besides `except`.
     fn repositories(&self, registry: &str, digest: &str, except: &str) -> Vec<String> {
         self.registries
             .get(registry)

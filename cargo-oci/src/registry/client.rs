@@ -63,6 +63,9 @@ pub enum Mount {
     Upload(String),
 }
 
+/// Sends one request, given the `Authorization` value to use.
+type MakeRequest<'a> = dyn Fn(&Agent, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+
 /// A client for one registry.
 pub struct Client {
     agent: Agent,
@@ -257,11 +260,7 @@ impl Client {
 
     /// Sends a request made by `make` (given the `Authorization` value), retrying transient
     /// failures and answering one authentication challenge.
-    fn send(
-        &self,
-        what: &str,
-        make: &dyn Fn(&Agent, Option<&str>) -> Result<Response<Body>, ureq::Error>,
-    ) -> Result<Response<Body>> {
+    fn send(&self, what: &str, make: &MakeRequest) -> Result<Response<Body>> {
         let mut authenticated = false;
         let mut attempt = 0u32;
         loop {
