@@ -251,6 +251,12 @@ impl Client {
         }
     }
 
+    /// The `Authorization` value for `url`: none for an upload location on another host (a
+    /// storage backend), which must not see the registry's credentials.
+    fn same_origin<'a>(&self, url: &str, auth: Option<&'a str>) -> Option<&'a str> {
+        auth.filter(|_| url.starts_with(&format!("{}/", self.base)))
+    }
+
     fn current_auth(&self) -> Option<String> {
         self.authorization
             .lock()
@@ -560,7 +566,7 @@ impl Client {
                 .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
             let url = self.location_url(location, &digest_q);
             let resp = self.send(what, &|a, auth| {
-                with_auth(a.put(&url), auth)
+                with_auth(a.put(&url), self.same_origin(&url, auth))
                     .header("Content-Type", "application/octet-stream")
                     .send(&bytes[..])
             })?;
@@ -578,7 +584,7 @@ impl Client {
                 let url = self.location_url(&location, "");
                 let range = format!("{offset}-{}", offset + n - 1);
                 let resp = self.send(what, &|a, auth| {
-                    with_auth(a.patch(&url), auth)
+                    with_auth(a.patch(&url), self.same_origin(&url, auth))
                         .header("Content-Type", "application/octet-stream")
                         .header("Content-Range", &range)
                         .send(&bytes[..])
@@ -592,7 +598,9 @@ impl Client {
                 sent.fetch_add(n, Ordering::Relaxed);
             }
             let url = self.location_url(&location, &digest_q);
-            self.send(what, &|a, auth| with_auth(a.put(&url), auth).send_empty())?
+            self.send(what, &|a, auth| {
+                with_auth(a.put(&url), self.same_origin(&url, auth)).send_empty()
+            })?
         };
         if resp.status() != 201 {
             return Err(unexpected(what, resp));
@@ -704,6 +712,13 @@ mod tests {
         assert!(c.base.starts_with("http://"));
         let c = Client::new("docker.io", None, vec![], ClientOptions::default()).unwrap();
         assert_eq!(c.base, "https://registry-1.docker.io");
+        let a = Some("Bearer t");
+        assert_eq!(c.same_origin("https://registry-1.docker.io/v2/x", a), a);
+        assert_eq!(
+            c.same_origin("https://registry-1.docker.io.evil/v2/x", a),
+            None
+        );
+        assert_eq!(c.same_origin("https://storage.example/u", a), None);
     }
 
     #[test]
