@@ -34,7 +34,6 @@ impl Registry {
     /// Starts a registry, protected by `login` when given. None when the tools are missing
     /// (outside CI).
     pub fn start(login: Option<(&str, &str)>) -> Option<Registry> {
-        let bin = tool("docker-registry")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut auth = String::new();
         if let Some((user, pass)) = login {
@@ -51,6 +50,28 @@ impl Registry {
                 file.display()
             );
         }
+        Registry::start_with(dir, &auth, login)
+    }
+
+    /// Starts a registry that trusts the bearer tokens of `tokens`.
+    pub fn start_with_tokens(tokens: &TokenServer) -> Option<Registry> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let auth = format!(
+            "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            tokens.addr,
+            tokens.cert.display()
+        );
+        let login = Some((tokens.login.0.as_str(), tokens.login.1.as_str()));
+        Registry::start_with(dir, &auth, login)
+    }
+
+    /// Starts a registry with `auth` (a YAML `auth:` section, or nothing) in its configuration.
+    fn start_with(
+        dir: tempfile::TempDir,
+        auth: &str,
+        login: Option<(&str, &str)>,
+    ) -> Option<Registry> {
+        let bin = tool("docker-registry")?;
         for _ in 0..5 {
             let addr = format!("127.0.0.1:{}", free_port());
             let config = dir.path().join("config.yml");
@@ -136,10 +157,21 @@ impl Drop for Registry {
 
 /// `Basic base64(user:pass)`.
 pub fn basic(user: &str, pass: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{pass}");
+    format!(
+        "Basic {}",
+        base64(format!("{user}:{pass}").as_bytes(), false)
+    )
+}
+
+/// Base64 (standard, padded) or base64url (unpadded) of `input`.
+pub fn base64(input: &[u8], url: bool) -> String {
+    let t: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
     let mut out = String::new();
-    for chunk in input.as_bytes().chunks(3) {
+    for chunk in input.chunks(3) {
         let b = [
             chunk[0],
             chunk.get(1).copied().unwrap_or(0),
@@ -148,13 +180,191 @@ pub fn basic(user: &str, pass: &str) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
+                out.push(t[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else if !url {
                 out.push('=');
             }
         }
     }
-    format!("Basic {out}")
+    out
+}
+
+/// The `service` and `issuer` of the test token server.
+pub const SERVICE: &str = "cargo-oci-test-registry";
+pub const ISSUER: &str = "cargo-oci-test-issuer";
+
+/// A bearer-token service for a registry (`auth: token`): checks a user and password (basic
+/// auth), then grants the requested scopes in an RS256 JWT signed by `openssl` with a fresh
+/// self-signed key, whose certificate the registry trusts.
+pub struct TokenServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    pub login: (String, String),
+    /// The certificate (PEM) the registry trusts.
+    pub cert: std::path::PathBuf,
+    /// Every token request's query string.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    pub fn start(user: &str, pass: &str) -> Option<TokenServer> {
+        tool("openssl")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        crate::ok(
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=cargo-oci-test-token"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null()),
+        );
+        let der = std::process::Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl x509")
+            .stdout;
+        let x5c = base64(&der, false);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let expected = basic(user, pass);
+        let (requests2, stop2) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let _ = serve_token(conn, &expected, &x5c, &key, &requests2);
+            }
+        });
+        Some(TokenServer {
+            addr,
+            login: (user.to_string(), pass.to_string()),
+            cert,
+            requests,
+            stop,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve_token(
+    conn: TcpStream,
+    expected: &str,
+    x5c: &str,
+    key: &std::path::Path,
+    requests: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let target = head
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    requests.lock().unwrap().push(query.to_string());
+    let authorized = head.iter().any(|h| {
+        h.split_once(':')
+            .is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected)
+    });
+    let mut out = conn;
+    if !authorized {
+        write!(
+            out,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{{\"details\":\"bad password\"}}"
+        )?;
+        return Ok(());
+    }
+    let mut access = Vec::new();
+    for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
+        if k == "scope" {
+            let scope = percent_decode(v);
+            let parts: Vec<&str> = scope.splitn(3, ':').collect();
+            if let [typ, name, actions] = parts[..] {
+                access.push(serde_json::json!({
+                    "type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>(),
+                }));
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": "ann", "aud": SERVICE, "exp": now + 600, "nbf": now - 10,
+        "iat": now, "jti": format!("{now}-{}", requests.lock().unwrap().len()), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64(header.to_string().as_bytes(), true),
+        base64(claims.to_string().as_bytes(), true)
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(signing_input.as_bytes())?;
+    let sig = child.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", base64(&sig, true));
+    let body = serde_json::json!({"token": token, "expires_in": 600}).to_string();
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(())
 }
 
 /// One plain HTTP/1.1 request (`Connection: close`): status, headers (lowercase names), body.

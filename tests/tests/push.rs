@@ -542,3 +542,68 @@ fn bad_push_options_are_usage_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn bearer_token_challenge() {
+    let Some(tokens) = registry::TokenServer::start("ann", "t0ken-pw") else {
+        return;
+    };
+    let Some(reg) = Registry::start_with_tokens(&tokens) else {
+        return;
+    };
+    let b = built("static-hello");
+    let home = tempfile::tempdir().unwrap();
+    let dest = format!("{}/bearer/app", reg.addr);
+
+    let mut c = push_cmd(
+        &b,
+        &dest,
+        &["--username", "ann", "--password-stdin"],
+        home.path(),
+    );
+    let out = with_stdin(c.stdin(Stdio::piped()), "wrong\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token service") && err.contains("refused user `ann`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong\n") && !err.contains("t0ken-pw"),
+        "{err}"
+    );
+
+    let mut c = push_cmd(
+        &b,
+        &dest,
+        &["--username", "ann", "--password-stdin"],
+        home.path(),
+    );
+    let out = with_stdin(c.stdin(Stdio::piped()), "t0ken-pw\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{dest}@{}", b.digest)
+    );
+    // The token was asked for the registry's service and the repository's push scope.
+    let asked = tokens.requests.lock().unwrap().join("\n");
+    assert!(
+        asked.contains(&format!("service={}", registry::SERVICE)),
+        "{asked}"
+    );
+    assert!(
+        asked.contains("scope=repository%3Abearer%2Fapp%3Apull%2Cpush"),
+        "{asked}"
+    );
+    if tool("skopeo").is_some() {
+        let d = skopeo_digest(
+            &format!("{dest}:latest"),
+            &["--creds".into(), "ann:t0ken-pw".into()],
+        );
+        assert_eq!(d, b.digest);
+    }
+}
