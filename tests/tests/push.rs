@@ -356,12 +356,45 @@ fn a_rebuild_with_one_changed_layer_uploads_only_that_layer() {
             .env("DOCKER_CONFIG", home.join(".docker"));
         push_json(c)
     };
+    // A stale mount hint: earlier pushes "saw" every layer in a repository that does not exist.
+    // The registry declines each mount (202) and the blob goes up in the session it opened.
+    let layers: Vec<String> = b.json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let hint: serde_json::Map<String, serde_json::Value> = layers
+        .iter()
+        .map(|d| (d.clone(), serde_json::json!(["ghost/repo"])))
+        .collect();
+    std::fs::create_dir_all(target.join("oci")).unwrap();
+    std::fs::write(
+        target.join("oci/.registry-blobs.json"),
+        serde_json::json!({ "registries": { proxy.addr.clone(): hint } }).to_string(),
+    )
+    .unwrap();
     let home = tempfile::tempdir().unwrap();
     let before = push(home.path());
+    assert_eq!(before["blobs"]["uploaded"], layers.len() + 1, "{before}");
+    let seen = proxy.seen();
+    let mounts = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.target.contains("from=ghost%2Frepo"))
+        .count();
     assert_eq!(
-        before["blobs"]["uploaded"],
-        b.json["layers"].as_array().unwrap().len() + 1
+        mounts,
+        layers.len(),
+        "a mount is tried for each hinted layer"
     );
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.method == "POST" && !s.target.contains("mount="))
+            .count(),
+        1,
+        "only the config needs a fresh upload session: {seen:?}"
+    );
+    assert_eq!(uploaded_digests(&seen).len(), layers.len() + 1);
 
     // Drop the CA bundle: the base layer changes, the others stay.
     let toml = std::fs::read_to_string(pkg.join("Cargo.toml")).unwrap();
