@@ -125,7 +125,7 @@ pub fn push_image(
     for r in sources.values().flatten().collect::<BTreeSet<_>>() {
         scopes.push(format!("repository:{r}:pull"));
     }
-    let client = Client::new(registry, credential, scopes, req.client.clone())?;
+    let mut client = Client::new(registry, credential, scopes, req.client.clone())?;
     client.check()?;
 
     let total: u64 = blobs.iter().map(|b| b.size).sum();

@@ -50,7 +50,75 @@ impl Registry {
                 file.display()
             );
         }
-        Registry::start_with(dir, &auth, login)
+        Registry::start_with(dir, &auth, None, login)
+    }
+
+    /// Starts a registry serving HTTPS with a certificate for 127.0.0.1 from a CA of its own;
+    /// returns it with that CA's certificate (PEM).
+    pub fn start_tls() -> Option<(Registry, std::path::PathBuf)> {
+        tool("openssl")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = |n: &str| dir.path().join(n);
+        let openssl = |args: &[&str]| {
+            crate::ok(
+                Command::new("openssl")
+                    .current_dir(dir.path())
+                    .args(args)
+                    .stderr(Stdio::null()),
+            )
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cargo-oci test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        let ca = p("ca.pem");
+        let tls = Some((p("server.pem"), p("server.key")));
+        Registry::start_with(dir, "", tls, None).map(|r| (r, ca))
     }
 
     /// Starts a registry that trusts the bearer tokens of `tokens`.
@@ -62,23 +130,33 @@ impl Registry {
             tokens.cert.display()
         );
         let login = Some((tokens.login.0.as_str(), tokens.login.1.as_str()));
-        Registry::start_with(dir, &auth, login)
+        Registry::start_with(dir, &auth, None, login)
     }
 
-    /// Starts a registry with `auth` (a YAML `auth:` section, or nothing) in its configuration.
+    /// Starts a registry with `auth` (a YAML `auth:` section, or nothing) in its configuration,
+    /// serving HTTPS with `tls` (certificate, key) when given.
     fn start_with(
         dir: tempfile::TempDir,
         auth: &str,
+        tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
         login: Option<(&str, &str)>,
     ) -> Option<Registry> {
         let bin = tool("docker-registry")?;
         for _ in 0..5 {
             let addr = format!("127.0.0.1:{}", free_port());
+            let tls = match &tls {
+                Some((cert, key)) => format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+                None => String::new(),
+            };
             let config = dir.path().join("config.yml");
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: cargo-oci-test\n{auth}",
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: cargo-oci-test\n{tls}{auth}",
                     dir.path().join("data").display()
                 ),
             )
@@ -97,7 +175,8 @@ impl Registry {
                     break; // the port was taken meanwhile: try another
                 }
                 if let Some((status, _, _)) = http(&addr, "GET", "/v2/", &[]) {
-                    if status == 200 || status == 401 {
+                    // 400: a TLS registry answering plain HTTP.
+                    if status == 200 || status == 401 || status == 400 {
                         up = true;
                         break;
                     }
@@ -489,6 +568,11 @@ fn handle(
     seen: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A TLS handshake (a client trying HTTPS first): plain HTTP only here, so hang up.
+    let mut first = [0u8; 1];
+    if conn.peek(&mut first)? == 0 || first[0] == 0x16 {
+        return Ok(());
+    }
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut head = Vec::new();
     loop {

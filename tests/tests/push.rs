@@ -640,3 +640,34 @@ fn bearer_token_challenge() {
         assert_eq!(d, b.digest);
     }
 }
+
+#[test]
+fn https_with_a_ca_file() {
+    let Some((reg, ca)) = Registry::start_tls() else {
+        return;
+    };
+    let b = built("static-hello");
+    let home = tempfile::tempdir().unwrap();
+    let dest = format!("{}/tls/app", reg.addr);
+
+    // Without the CA, the certificate is refused and the error says how to trust it.
+    let out = run(push_cmd(&b, &dest, &[], home.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HTTPS") && err.contains("--ca-file"), "{err}");
+
+    let ca_arg = ca.to_str().unwrap();
+    let out = ok(push_cmd(&b, &dest, &["--ca-file", ca_arg], home.path()));
+    assert_eq!(out.trim(), format!("{dest}@{}", b.digest));
+    if tool("skopeo").is_some() {
+        // skopeo reads CA certificates from a directory of *.crt files.
+        let certs = tempfile::tempdir().unwrap();
+        std::fs::copy(&ca, certs.path().join("ca.crt")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+            .args(["inspect", "--cert-dir"])
+            .arg(certs.path())
+            .arg(format!("docker://{dest}:latest"))))
+        .unwrap();
+        assert_eq!(v["Digest"], b.digest.as_str());
+    }
+}

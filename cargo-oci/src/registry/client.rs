@@ -71,6 +71,8 @@ pub struct Client {
     agent: Agent,
     /// `http://host:port` or `https://host`.
     base: String,
+    /// Plain HTTP is allowed (loopback or `--insecure-registry`): HTTPS is tried first.
+    plain_allowed: bool,
     /// The registry as named (`docker.io`, `127.0.0.1:5000`), for messages.
     pub registry: String,
     credential: Option<Credential>,
@@ -222,6 +224,7 @@ impl Client {
         Ok(Client {
             agent,
             base,
+            plain_allowed: plain,
             registry: registry.to_string(),
             credential,
             scopes,
@@ -310,10 +313,20 @@ impl Client {
                 Ok(resp) => return Ok(resp),
                 Err(e) if !last && retryable(&e) => std::thread::sleep(self.backoff(attempt)),
                 Err(e) => {
-                    return Err(anyhow!(e).context(format!(
+                    let tls = e.to_string().contains("certificate");
+                    let err = anyhow!(e).context(format!(
                         "{what}: no answer from {} after {attempt} attempt(s)",
                         self.registry
-                    )))
+                    ));
+                    return Err(if tls {
+                        err.context(format!(
+                            "{} has a TLS certificate cargo-oci does not trust; for a \
+                             certificate of your own CA, pass --ca-file FILE",
+                            self.registry
+                        ))
+                    } else {
+                        err
+                    });
                 }
             }
         }
@@ -446,17 +459,48 @@ impl Client {
     }
 
     /// Sends the API root request (`GET /v2/`), logging in if the registry asks: checks that
-    /// the registry answers and that the credentials work before any upload.
-    pub fn check(&self) -> Result<()> {
+    /// the registry answers and that the credentials work before any upload. Where plain HTTP
+    /// is allowed, HTTPS is tried first (once, no retries) and kept when it answers.
+    pub fn check(&mut self) -> Result<()> {
+        let mut tls_error = None;
+        if self.plain_allowed && self.base.starts_with("http://") {
+            let https = self.base.replacen("http://", "https://", 1);
+            let probe = self
+                .agent
+                .get(&format!("{https}/v2/"))
+                .config()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .call();
+            match probe {
+                Ok(resp) => {
+                    drain(resp);
+                    self.base = https;
+                }
+                Err(e) => tls_error = Some(e),
+            }
+        }
         let url = self.url("");
-        let resp = self.send(&format!("reach {}", self.registry), &|a, auth| {
-            with_auth(a.get(&url), auth).call()
-        })?;
-        if resp.status().is_success() {
-            drain(resp);
-            Ok(())
-        } else {
-            Err(unexpected(&format!("reach {}", self.registry), resp))
+        let what = format!("reach {}", self.registry);
+        let result = self
+            .send(&what, &|a, auth| with_auth(a.get(&url), auth).call())
+            .and_then(|resp| {
+                if resp.status().is_success() {
+                    drain(resp);
+                    Ok(())
+                } else {
+                    Err(unexpected(&what, resp))
+                }
+            });
+        match (result, tls_error) {
+            (Err(e), Some(tls)) if !e.chain().any(|c| c.is::<UsageError>()) => {
+                Err(e.context(format!(
+                    "{} answers neither HTTPS ({tls}) nor plain HTTP; for a certificate of \
+                     your own CA, pass --ca-file FILE",
+                    self.registry
+                )))
+            }
+            (r, _) => r,
         }
     }
 
@@ -655,11 +699,14 @@ fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::Reque
 }
 
 /// Transport failures worth another try: the connection broke or timed out.
+/// A TLS failure (a certificate not trusted, say) surfaces as invalid data and is not retried.
 fn retryable(e: &ureq::Error) -> bool {
+    if let ureq::Error::Io(io) = e {
+        return io.kind() != std::io::ErrorKind::InvalidData;
+    }
     matches!(
         e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
+        ureq::Error::Timeout(_)
             | ureq::Error::ConnectionFailed
             | ureq::Error::Protocol(_)
             | ureq::Error::BodyStalled
