@@ -151,7 +151,8 @@ pub struct PushArgs {
     /// Read the registry password from stdin.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
-    /// Reach this registry host over plain HTTP (loopback hosts always are; repeatable).
+    /// Allow plain HTTP for this registry host when HTTPS does not answer (loopback hosts
+    /// always may; repeatable).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
     /// Also trust the CA certificates in this PEM file.
