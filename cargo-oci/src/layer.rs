@@ -1,6 +1,7 @@
 //! Writes layers: a reproducible tar of a [`LayerPlan`] (sorted entries, fixed times and owners, no
 //! names or device numbers), gzip-compressed with a fixed header, streamed into the blob store
-//! while both digests (the blob's and the tar's `diff_id`) are computed on the way.
+//! while both digests (the blob's and the tar's `diff_id`) are computed on the way. Compressing
+//! is what costs: a tar whose `diff_id` was compressed before gets its blob back from the store.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -29,8 +30,59 @@ pub struct Layer {
     pub role: String,
 }
 
+/// The compression settings below; part of the memo name, so that other settings never reuse a
+/// blob compressed with these.
+const GZIP_SETTINGS: &str = "gzip-zlib-rs-6-mtime0-os255";
+
 /// Tars, compresses and stores one layer.
 pub fn write_layer(store: &Store, plan: &LayerPlan, mtime: u64) -> Result<Layer> {
+    let (_, diff_id, tar_size) = write_tar(plan, mtime, HashWriter::new(io::sink()))
+        .with_context(|| format!("cannot read the {} layer's files", plan.role))?
+        .finish();
+    let memo = store.memo_path(&format!(
+        "{GZIP_SETTINGS}-{}",
+        diff_id.trim_start_matches("sha256:")
+    ));
+    if let Some(blob) = read_memo(store, &memo) {
+        return Ok(Layer {
+            blob,
+            diff_id,
+            tar_size,
+            media_type: MEDIA_TYPE_GZIP.into(),
+            role: plan.role.clone(),
+        });
+    }
+    let layer = compress_layer(store, plan, mtime)?;
+    if layer.diff_id == diff_id {
+        write_memo(&memo, &layer.blob);
+    }
+    Ok(layer)
+}
+
+/// The blob a memo names, if the store still has it whole.
+fn read_memo(store: &Store, memo: &std::path::Path) -> Option<Blob> {
+    let text = std::fs::read_to_string(memo).ok()?;
+    let (digest, size) = text.trim().split_once(' ')?;
+    let size: u64 = size.parse().ok()?;
+    let on_disk = std::fs::metadata(store.path(digest)).ok()?.len();
+    (on_disk == size).then(|| Blob {
+        digest: digest.to_string(),
+        size,
+    })
+}
+
+/// Remembers the blob of a diff_id; a memo that cannot be written only costs time later.
+fn write_memo(memo: &std::path::Path, blob: &Blob) {
+    let Some(dir) = memo.parent() else { return };
+    let _ = std::fs::create_dir_all(dir).and_then(|()| {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(format!("{} {}", blob.digest, blob.size).as_bytes())?;
+        tmp.persist(memo).map(|_| ()).map_err(|e| e.error)
+    });
+}
+
+/// Tars and compresses a layer into the store.
+fn compress_layer(store: &Store, plan: &LayerPlan, mtime: u64) -> Result<Layer> {
     let blob = store.writer()?;
     let gz = GzBuilder::new()
         .mtime(0)
@@ -188,6 +240,12 @@ mod tests {
         let a = write_layer(&store, &plan(), 1).unwrap();
         let b = write_layer(&store, &plan(), 1).unwrap();
         assert_eq!(a, b);
+        assert!(store.contains(&a.blob.digest));
+        // The second came from the memo: the same as compressing again.
+        assert_eq!(compress_layer(&store, &plan(), 1).unwrap(), a);
+        // A memo whose blob is gone is ignored.
+        std::fs::remove_file(store.path(&a.blob.digest)).unwrap();
+        assert_eq!(write_layer(&store, &plan(), 1).unwrap(), a);
         assert!(store.contains(&a.blob.digest));
     }
 }

@@ -44,6 +44,15 @@ impl Store {
         self.dir.join(digest.trim_start_matches("sha256:"))
     }
 
+    /// A small file beside the blobs that remembers a derived fact (`memo/<name>`).
+    pub fn memo_path(&self, name: &str) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("memo")
+            .join(name)
+    }
+
     pub fn contains(&self, digest: &str) -> bool {
         self.path(digest).is_file()
     }
