@@ -78,8 +78,29 @@ fn anonymous_push_then_skopeo_and_podman() {
     }
     let b = built("http-hello");
     let home = tempfile::tempdir().unwrap();
+    // A credential store that has nothing for this registry: the push goes on anonymously.
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-cargooci-empty");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+    )
+    .unwrap();
+    ok(Command::new("chmod").arg("755").arg(&helper));
+    std::fs::create_dir_all(home.path().join(".docker")).unwrap();
+    std::fs::write(
+        home.path().join(".docker/config.json"),
+        r#"{"credsStore": "cargooci-empty"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let dest = format!("{}/team/http-hello", reg.addr);
-    let out = ok(push_cmd(&b, &dest, &[], home.path()));
+    let out = ok(push_cmd(&b, &dest, &[], home.path()).env("PATH", path));
     assert_eq!(
         out.trim(),
         format!("{dest}@{}", b.digest),

@@ -104,10 +104,18 @@ pub fn lookup(registry: &str) -> Result<Option<Credential>, String> {
         match docker_credential::get_credential(&key) {
             Ok(c) => return Ok(Some(convert(c, &docker_json))),
             Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {}
+            // A store (`credsStore`) that has nothing for this registry: anonymous.
+            Err(E::HelperFailure { stdout, stderr, .. })
+                if not_found(&stdout) || not_found(&stderr) => {}
             Err(e) => return Err(format!("{docker_json}: {}", helper_error(&e))),
         }
     }
     Ok(None)
+}
+
+/// The docker-credential-helpers protocol's answer for a server it has nothing for.
+fn not_found(text: &str) -> bool {
+    text.contains("credentials not found")
 }
 
 /// A credential-store error, without the helper's stdout (which may hold a secret).
