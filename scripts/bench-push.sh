@@ -10,11 +10,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CARGO_OCI_BIN:-$root/target/release/cargo-oci}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/e2e}
 work=$(mktemp -d)
-pids=()
+# Registries are started in $(...) subshells: their PIDs go to a file, not a variable.
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
     rm -rf "$work"
 }
+: >"$work/pids"
 trap cleanup EXIT
 
 [ -x "$bin" ] || { echo "build cargo-oci first: cargo build --release -p cargo-oci" >&2; exit 1; }
@@ -34,7 +35,7 @@ start_registry() {
     printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: x}\n' \
         "$dir/data" "$port" >"$dir/config.yml"
     docker-registry serve "$dir/config.yml" >/dev/null 2>&1 &
-    pids+=($!)
+    echo $! >>"$work/pids"
     for _ in $(seq 100); do
         curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
         sleep 0.05
