@@ -2,6 +2,7 @@
 //! printing of results (stdout: the result only; stderr: everything for humans).
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -10,8 +11,13 @@ use serde_json::json;
 
 use crate::cargo_build::CargoFlags;
 use crate::compress::Codec;
+use crate::error::UsageError;
 use crate::metadata::Selection;
 use crate::pipeline::{self, BuildRequest, Built, Output};
+use crate::push::{self, PushRequest, Pushed, Transfer};
+use crate::reference::ImageName;
+use crate::registry::auth::{Credential, Secret};
+use crate::registry::ClientOptions;
 use crate::reporter::{Reporter, Verbosity};
 use crate::sink::Format;
 
@@ -32,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Build the package and write its image (default: an OCI layout in target/oci/<name>/).
     Build(BuildArgs),
+    /// Build the package (or reuse the build) and push its image to the registry in `name`.
+    Push(PushArgs),
     /// Build the package and write an OCI runtime bundle (config.json + rootfs/) for `runc run`.
     Bundle(BundleArgs),
     /// Build the package and write its flattened root filesystem as a tar (for `podman import`).
@@ -178,6 +186,49 @@ pub struct BuildArgs {
     pub compression: Codec,
 }
 
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+    /// Push what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Also build and push the debug variant (tags `<tag>-debug`).
+    #[arg(long)]
+    pub debug: bool,
+    /// How layers are compressed.
+    #[arg(long, value_enum, default_value_t = Codec::Gzip)]
+    pub compression: Codec,
+    /// Another tag (repeatable), besides the configured ones.
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Push to this name (`host[:port]/path/repo`) instead of the configured `name`.
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    /// User name for the registry (the password comes from --password-stdin).
+    #[arg(short, long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password from stdin.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Allow plain HTTP for this registry host when HTTPS does not answer (loopback hosts
+    /// always may; repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", value_parser = crate::push::existing_file)]
+    pub ca_file: Option<PathBuf>,
+    /// Blobs sent at the same time.
+    #[arg(short, long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::push::parse_size)]
+    pub chunk_size: u64,
+}
+
 impl Common {
     pub fn reporter(&self) -> Reporter {
         Reporter::new(if self.quiet {
@@ -279,6 +330,110 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Push(a) => {
+            let report = a.common.reporter();
+            let req = push_request(&a)?;
+            for pushed in push::push(&req, &report)? {
+                print_pushed(&pushed, a.common.message_format, &report);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn push_request(a: &PushArgs) -> Result<PushRequest> {
+    let destination =
+        a.to.as_deref()
+            .map(|t| {
+                ImageName::parse(t).map_err(|m| {
+                    UsageError::new(format!("--to: {m}")).hint("use host[:port]/path/repo")
+                })
+            })
+            .transpose()?;
+    let credential = match &a.username {
+        Some(username) if a.password_stdin => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .map_err(|e| {
+                    UsageError::new(format!("cannot read the password from stdin: {e}"))
+                })?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            if password.is_empty() {
+                return Err(UsageError::new("--password-stdin: stdin held no password")
+                    .hint("pipe the password in: `echo \"$PASSWORD\" | cargo oci push --username USER --password-stdin`")
+                    .into());
+            }
+            Some(Credential {
+                secret: Secret::Basic {
+                    username: username.clone(),
+                    password,
+                },
+                source: "--password-stdin".into(),
+            })
+        }
+        _ => None,
+    };
+    Ok(PushRequest {
+        build: BuildRequest {
+            selection: a.cargo.selection(&a.tags),
+            cargo: a.cargo.flags(&a.common),
+            no_build: a.no_build,
+            output: Output::Layout(None),
+            debug: a.debug,
+            compression: a.compression,
+        },
+        destination,
+        credential,
+        client: ClientOptions {
+            insecure_registries: a.insecure_registry.clone(),
+            ca_file: a.ca_file.clone(),
+            ..ClientOptions::default()
+        },
+        jobs: usize::from(a.jobs),
+        chunk_size: a.chunk_size,
+    })
+}
+
+fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
+    let img = &p.image;
+    let pinned = format!("{}@{}", p.name, img.manifest.digest);
+    report.status(
+        "Pushed",
+        &format!(
+            "{pinned}: {} uploaded ({}), {} mounted, {} skipped",
+            p.count(Transfer::Uploaded),
+            push::human_bytes(p.uploaded_bytes),
+            p.count(Transfer::Mounted),
+            p.count(Transfer::Skipped)
+        ),
+    );
+    match format {
+        MessageFormat::Json => println!(
+            "{}",
+            json!({
+                "reason": "image-pushed",
+                "name": p.name.full,
+                "registry": p.name.registry,
+                "repository": p.name.repository,
+                "digest": img.manifest.digest,
+                "config_digest": img.config.digest,
+                "tags": img.tags,
+                "references": img.tags.iter().map(|t| p.name.with_tag(t)).collect::<Vec<_>>(),
+                "size": img.layers.iter().map(|l| l.blob.size).sum::<u64>() + img.config.size,
+                "uploaded_bytes": p.uploaded_bytes,
+                "blobs": {
+                    "uploaded": p.count(Transfer::Uploaded),
+                    "mounted": p.count(Transfer::Mounted),
+                    "skipped": p.count(Transfer::Skipped),
+                    "each": p.blobs.iter().map(|(d, t)| json!({
+                        "digest": d,
+                        "transfer": format!("{t:?}").to_lowercase(),
+                    })).collect::<Vec<_>>(),
+                },
+            })
+        ),
+        MessageFormat::Human => println!("{pinned}"),
     }
 }
 

@@ -5,7 +5,8 @@
 //! and [`compress`]) → [`image`] → [`sink`], wired together by [`pipeline`]. A base image
 //! ([`source`]) goes under the layers ([`rebase`]); [`layering`] fits them to `max-layers`;
 //! [`flatten`] gives the root filesystem for [`bundle`] and [`export`]; [`merge`] joins
-//! docker-archives.
+//! docker-archives. [`push`] sends a built image to a registry through the protocol client in
+//! [`registry`].
 
 pub mod bundle;
 pub mod cargo_build;
@@ -26,8 +27,10 @@ pub mod metadata;
 pub mod pipeline;
 pub mod plan;
 pub mod prefetch;
+pub mod push;
 pub mod rebase;
 pub mod reference;
+pub mod registry;
 pub mod reporter;
 pub mod sink;
 pub mod source;
