@@ -31,13 +31,28 @@ pub struct Layer {
 
 /// Tars, compresses and stores one layer.
 pub fn write_layer(store: &Store, plan: &LayerPlan, mtime: u64) -> Result<Layer> {
+    write_layer_observed(store, plan, mtime, &mut |_| {})
+}
+
+/// As [`write_layer`], telling `on_bytes` how many bytes of tar went into the compressor.
+pub fn write_layer_observed(
+    store: &Store,
+    plan: &LayerPlan,
+    mtime: u64,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Layer> {
     let blob = store.writer()?;
     let gz = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
         .write(blob, Compression::new(6));
-    let tar_hash = write_tar(plan, mtime, HashWriter::new(gz))
-        .with_context(|| format!("cannot write the {} layer", plan.role))?;
+    let counted = Counted {
+        inner: HashWriter::new(gz),
+        on_bytes,
+    };
+    let tar_hash = write_tar(plan, mtime, counted)
+        .with_context(|| format!("cannot write the {} layer", plan.role))?
+        .inner;
     let (gz, diff_id, tar_size) = tar_hash.finish();
     let blob = gz
         .finish()
@@ -50,6 +65,39 @@ pub fn write_layer(store: &Store, plan: &LayerPlan, mtime: u64) -> Result<Layer>
         media_type: MEDIA_TYPE_GZIP.into(),
         role: plan.role.clone(),
     })
+}
+
+/// About the size of the tar [`write_layer_observed`] will count (a header and padded contents
+/// per entry, ignoring long-name headers), for progress totals.
+pub fn tar_size_estimate(plan: &LayerPlan) -> u64 {
+    let data: u64 = plan
+        .entries
+        .iter()
+        .map(|e| match &e.content {
+            Content::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Content::Bytes(b) => b.len() as u64,
+            Content::Dir | Content::Symlink(_) => 0,
+        })
+        .map(|n| 512 + n.div_ceil(512) * 512)
+        .sum();
+    data + 1024
+}
+
+/// Passes writes through, counting them.
+struct Counted<'a, W> {
+    inner: W,
+    on_bytes: &'a mut dyn FnMut(u64),
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Writes the plan's entries as a tar stream to `out` and returns `out`.

@@ -13,7 +13,7 @@ use crate::image::{self, Image, Platform};
 use crate::layer;
 use crate::metadata::{self, ImageSpec, Selection};
 use crate::plan::{self, CA_BUNDLE};
-use crate::reporter::Reporter;
+use crate::reporter::{self, Reporter};
 use crate::sink::{self, Format};
 use crate::store::Store;
 use crate::tools;
@@ -76,6 +76,8 @@ pub struct Built {
     /// The debug variant, when built.
     pub debug: Option<Image>,
     pub closure: Closure,
+    /// What each layer holds (the debug variant's layer included), for `cargo oci inspect`.
+    pub plan: plan::Plan,
     /// Where the output went (`None` for the stream).
     pub path: Option<PathBuf>,
 }
@@ -128,7 +130,7 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let (image, debug, closure) = assemble(&spec, &artifact, &target_dir, report)?;
+    let (image, debug, closure, plan) = assemble(&spec, &artifact, &target_dir, report)?;
 
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let images: Vec<&Image> = std::iter::once(&image).chain(debug.as_ref()).collect();
@@ -153,6 +155,7 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         image,
         debug,
         closure,
+        plan,
         path: out_path,
     })
 }
@@ -163,7 +166,7 @@ fn assemble(
     artifact: &Artifact,
     target_dir: &Path,
     report: &Reporter,
-) -> Result<(Image, Option<Image>, Closure)> {
+) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
@@ -247,7 +250,7 @@ fn assemble(
     let layers = plan
         .layers
         .iter()
-        .map(|l| layer::write_layer(&store, l, spec.mtime))
+        .map(|l| write_layer(&store, l, spec.mtime, report))
         .collect::<Result<Vec<_>>>()?;
     let image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
     report.detail(&format!(
@@ -259,7 +262,7 @@ fn assemble(
     let debug = match &plan.debug_layer {
         Some(dl) => {
             let mut all = layers;
-            all.push(layer::write_layer(&store, dl, spec.mtime)?);
+            all.push(write_layer(&store, dl, spec.mtime, report)?);
             let tags = image.tags.iter().map(|t| format!("{t}-debug")).collect();
             Some(image::assemble(
                 &store,
@@ -272,5 +275,28 @@ fn assemble(
         }
         None => None,
     };
-    Ok((image, debug, closure))
+    Ok((image, debug, closure, plan))
+}
+
+/// Writes one layer, showing the bytes going through the compressor.
+fn write_layer(
+    store: &Store,
+    l: &plan::LayerPlan,
+    mtime: u64,
+    report: &Reporter,
+) -> Result<layer::Layer> {
+    let total = layer::tar_size_estimate(l);
+    let progress = report.progress("Compressing", &format!("{} layer", l.role), Some(total));
+    let written = layer::write_layer_observed(store, l, mtime, &mut |n| progress.inc(n))?;
+    progress.finish(
+        "Compressed",
+        &format!(
+            "{:<10} {:>10} -> {:>10}  {}",
+            l.role,
+            reporter::bytes(written.tar_size),
+            reporter::bytes(written.blob.size),
+            &written.blob.digest[..19.min(written.blob.digest.len())]
+        ),
+    );
+    Ok(written)
 }
