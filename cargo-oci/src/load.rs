@@ -150,6 +150,7 @@ pub fn load(rt: Runtime, store: &Store, images: &[&Image], report: &Reporter) ->
         drop(w);
         r
     };
+    progress.set_message(&format!("into {} (importing)", rt.program()));
     let out = child
         .wait_with_output()
         .with_context(|| format!("`{} load` did not finish", rt.program()))?;

@@ -127,6 +127,11 @@ impl Progress {
         self.bar.elapsed()
     }
 
+    /// Says what the work is doing now (e.g. waiting for the other end once every byte is sent).
+    pub fn set_message(&self, what: &str) {
+        self.bar.set_message(what.to_string());
+    }
+
     /// Counts the bytes written through `w`.
     pub fn writer<W: Write>(&self, w: W) -> impl Write {
         self.bar.wrap_write(w)
