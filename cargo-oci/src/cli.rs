@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cargo_build::CargoFlags;
 use crate::compress::Codec;
 use crate::error::UsageError;
+use crate::load;
 use crate::metadata::Selection;
 use crate::pipeline::{self, BuildRequest, Built, Output};
 use crate::push::{self, PushRequest, Pushed, Transfer};
@@ -20,6 +21,8 @@ use crate::registry::auth::{Credential, Secret};
 use crate::registry::ClientOptions;
 use crate::reporter::{Reporter, Verbosity};
 use crate::sink::Format;
+use crate::store::Store;
+use crate::{init, inspect, template};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +41,14 @@ pub struct Cli {
 pub enum Command {
     /// Build the package and write its image (default: an OCI layout in target/oci/<name>/).
     Build(BuildArgs),
+    /// Build, then load the image into the local Docker engine or podman, whichever answers.
+    Load(LoadArgs),
+    /// Build, then show the image's layers, files, and why each library is in it.
+    Inspect(InspectArgs),
+    /// Create a package from the starter service: an HTTP server with probes, ready to build.
+    New(NewArgs),
+    /// Add a commented [package.metadata.oci] block to the package's Cargo.toml.
+    Init(InitArgs),
     /// Build the package (or reuse the build) and push its image to the registry in `name`.
     Push(PushArgs),
     /// Build the package and write an OCI runtime bundle (config.json + rootfs/) for `runc run`.
@@ -229,6 +240,67 @@ pub struct PushArgs {
     pub chunk_size: u64,
 }
 
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+    /// Package what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Also build and load the debug variant (tags `<tag>-debug`).
+    #[arg(long)]
+    pub debug: bool,
+    /// Another tag (repeatable), besides the configured ones.
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The engine to load into (default: Docker if it answers, else podman).
+    #[arg(long, value_enum)]
+    pub runtime: Option<load::Runtime>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+    /// Inspect what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Include the debug variant's layer.
+    #[arg(long)]
+    pub debug: bool,
+    /// Print one JSON object (as --message-format json).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Directory to create; its last part is the package name unless --name says otherwise.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The package name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Path to Cargo.toml (default: ./Cargo.toml).
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Print the block instead of adding it.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
 impl Common {
     pub fn reporter(&self) -> Reporter {
         Reporter::new(if self.quiet {
@@ -257,6 +329,24 @@ impl CargoArgs {
             target_dir: self.target_dir.clone(),
             quiet: common.quiet,
             verbose: common.verbose.saturating_sub(1),
+        }
+    }
+
+    fn request(
+        &self,
+        common: &Common,
+        tags: &[String],
+        no_build: bool,
+        debug: bool,
+        output: Output,
+    ) -> BuildRequest {
+        BuildRequest {
+            selection: self.selection(tags),
+            cargo: self.flags(common),
+            no_build,
+            debug,
+            output,
+            compression: Codec::Gzip,
         }
     }
 
@@ -327,6 +417,121 @@ pub fn run(cli: Cli) -> Result<()> {
                     json!({"reason": "merged", "path": a.output, "images": n})
                 ),
                 MessageFormat::Human => println!("{}", a.output.display()),
+            }
+            Ok(())
+        }
+        Command::Load(a) => {
+            let report = a.common.reporter();
+            // Find the engine first: a missing one costs no build.
+            let (runtime, version) = load::detect(a.runtime, &report)?;
+            let req = a.cargo.request(
+                &a.common,
+                &a.tags,
+                a.no_build,
+                a.debug,
+                Output::Layout(None),
+            );
+            let built = pipeline::build(&req, &report)?;
+            let store = Store::open(
+                &pipeline::target_dir(&req, &built.spec)
+                    .join("oci")
+                    .join(".store"),
+            )?;
+            let images: Vec<_> = std::iter::once(&built.image)
+                .chain(built.debug.as_ref())
+                .collect();
+            let said = load::load(runtime, &store, &images, &report)?;
+            let references: Vec<String> = images.iter().flat_map(|i| i.references()).collect();
+            match a.common.message_format {
+                MessageFormat::Json => println!(
+                    "{}",
+                    json!({
+                        "reason": "image-loaded",
+                        "runtime": runtime.program(),
+                        "runtime_version": version,
+                        "name": built.image.name.full,
+                        "references": references,
+                        "digest": built.image.manifest.digest,
+                        "engine_output": said,
+                    })
+                ),
+                MessageFormat::Human => references.iter().for_each(|r| println!("{r}")),
+            }
+            Ok(())
+        }
+        Command::Inspect(a) => {
+            let report = a.common.reporter();
+            let req = a
+                .cargo
+                .request(&a.common, &[], a.no_build, a.debug, Output::Layout(None));
+            let built = pipeline::build(&req, &report)?;
+            if a.json || a.common.message_format == MessageFormat::Json {
+                println!("{}", inspect::to_json(&built));
+            } else {
+                print!("{}", inspect::to_text(&built));
+            }
+            Ok(())
+        }
+        Command::New(a) => {
+            let report = a.common.reporter();
+            let made = template::new_package(&a.path, a.name.as_deref())?;
+            report.status(
+                "Created",
+                &format!(
+                    "package `{}` (image {}) in {}",
+                    made.name,
+                    made.image,
+                    made.path.display()
+                ),
+            );
+            report.status(
+                "Next",
+                &format!(
+                    "cd {} && cargo oci build && cargo oci load",
+                    made.path.display()
+                ),
+            );
+            match a.common.message_format {
+                MessageFormat::Json => println!(
+                    "{}",
+                    json!({
+                        "reason": "package-created",
+                        "name": made.name,
+                        "path": made.path,
+                        "image": made.image,
+                    })
+                ),
+                MessageFormat::Human => println!("{}", made.path.display()),
+            }
+            Ok(())
+        }
+        Command::Init(a) => {
+            let report = a.common.reporter();
+            let manifest = init::manifest(a.manifest_path.as_deref())?;
+            let done = init::init(&manifest, a.dry_run)?;
+            if !a.dry_run {
+                report.status(
+                    "Added",
+                    &format!(
+                        "[package.metadata.oci] to {} (package `{}`)",
+                        done.manifest.display(),
+                        done.package
+                    ),
+                );
+            }
+            match a.common.message_format {
+                MessageFormat::Json => println!(
+                    "{}",
+                    json!({
+                        "reason": "metadata-added",
+                        "manifest": done.manifest,
+                        "package": done.package,
+                        "dry_run": done.dry_run,
+                        "block": done.block,
+                    })
+                ),
+                MessageFormat::Human if a.dry_run => print!("{}", done.block),
+                MessageFormat::Human => println!("{}", done.manifest.display()),
             }
             Ok(())
         }

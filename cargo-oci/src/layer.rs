@@ -55,6 +55,22 @@ pub fn write_layer(
     })
 }
 
+/// About how many bytes the layer's tar will have (headers and padding counted, long-name
+/// extensions not): enough for a progress bar.
+pub fn tar_size_estimate(plan: &LayerPlan) -> u64 {
+    let data: u64 = plan
+        .entries
+        .iter()
+        .map(|e| match &e.content {
+            Content::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Content::Bytes(b) => b.len() as u64,
+            Content::Dir | Content::Symlink(_) => 0,
+        })
+        .map(|n| 512 + n.div_ceil(512) * 512)
+        .sum();
+    data + 1024
+}
+
 /// Writes the plan's entries as a tar stream to `out` and returns `out`.
 pub fn write_tar<W: Write>(plan: &LayerPlan, mtime: u64, out: W) -> Result<W> {
     let mut b = tar::Builder::new(out);

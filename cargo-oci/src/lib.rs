@@ -6,7 +6,8 @@
 //! ([`source`]) goes under the layers ([`rebase`]); [`layering`] fits them to `max-layers`;
 //! [`flatten`] gives the root filesystem for [`bundle`] and [`export`]; [`merge`] joins
 //! docker-archives. [`push`] sends a built image to a registry through the protocol client in
-//! [`registry`].
+//! [`registry`]. Around it: [`load`] (into a local engine), [`inspect`] (what an image holds and
+//! why), [`template`] and [`init`] (starting packages).
 
 pub mod bundle;
 pub mod cargo_build;
@@ -18,10 +19,13 @@ pub mod export;
 pub mod flatten;
 pub mod helper;
 pub mod image;
+pub mod init;
+pub mod inspect;
 pub mod layer;
 pub mod layer_cache;
 pub mod layering;
 pub mod ldcache;
+pub mod load;
 pub mod merge;
 pub mod metadata;
 pub mod pipeline;
@@ -35,5 +39,6 @@ pub mod reporter;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod template;
 pub mod tools;
 pub mod untrusted;

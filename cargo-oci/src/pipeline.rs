@@ -14,7 +14,7 @@ use crate::image::{self, Image, Platform};
 use crate::layer_cache::LayerCache;
 use crate::metadata::{self, ImageSpec, Selection};
 use crate::plan::{self, CA_BUNDLE};
-use crate::reporter::Reporter;
+use crate::reporter::{self, Reporter};
 use crate::sink::{self, Format};
 use crate::store::Store;
 use crate::tools;
@@ -86,6 +86,8 @@ pub struct Built {
     /// The debug variant, when built.
     pub debug: Option<Image>,
     pub closure: Closure,
+    /// What each layer holds (the debug variant's layer included), for `cargo oci inspect`.
+    pub plan: plan::Plan,
     /// Where the output went (`None` for the stream).
     pub path: Option<PathBuf>,
 }
@@ -158,7 +160,8 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let (image, debug, closure) = assemble(&spec, &artifact, &target_dir, req.compression, report)?;
+    let (image, debug, closure, plan) =
+        assemble(&spec, &artifact, &target_dir, req.compression, report)?;
 
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let images: Vec<&Image> = std::iter::once(&image).chain(debug.as_ref()).collect();
@@ -198,6 +201,7 @@ pub fn build(req: &BuildRequest, report: &Reporter) -> Result<Built> {
         image,
         debug,
         closure,
+        plan,
         path: out_path,
     })
 }
@@ -209,7 +213,7 @@ fn assemble(
     target_dir: &Path,
     codec: Codec,
     report: &Reporter,
-) -> Result<(Image, Option<Image>, Closure)> {
+) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
@@ -315,12 +319,24 @@ fn assemble(
     let comp = Compression::new(codec);
     // All layers at once (the debug one too): the small ones compress while the service layer
     // does, instead of leaving cores idle at the end of each layer.
+    let all: Vec<&plan::LayerPlan> = plan
+        .layers
+        .iter()
+        .chain(plan.debug_layer.as_ref())
+        .collect();
+    let total = all.iter().map(|l| crate::layer::tar_size_estimate(l)).sum();
+    let progress = report.progress("Compressing", &format!("{} layers", all.len()), Some(total));
     let mut layers = std::thread::scope(|s| {
-        let jobs: Vec<_> = plan
-            .layers
+        let jobs: Vec<_> = all
             .iter()
-            .chain(plan.debug_layer.as_ref())
-            .map(|l| s.spawn(|| cache.layer(&store, l, spec.mtime, comp)))
+            .map(|l| {
+                let (progress, cache, store) = (&progress, &cache, &store);
+                s.spawn(move || {
+                    let written = cache.layer(store, l, spec.mtime, comp);
+                    progress.inc(crate::layer::tar_size_estimate(l));
+                    written
+                })
+            })
             .collect();
         jobs.into_iter()
             .map(|j| {
@@ -329,16 +345,18 @@ fn assemble(
             })
             .collect::<Result<Vec<_>>>()
     })?;
-    for layer in &layers {
-        let how = if layer.reused {
-            "unchanged, reused"
-        } else {
-            "written"
-        };
-        report.detail(&format!(
-            "layer {}: {how} ({} bytes)",
-            layer.role, layer.blob.size
-        ));
+    progress.finish("Compressed", &format!("{} layers", layers.len()));
+    for l in &layers {
+        report.status(
+            if l.reused { "Reused" } else { "Compressed" },
+            &format!(
+                "{:<10} {:>10} -> {:>10}  {}",
+                l.role,
+                reporter::bytes(l.tar_size),
+                reporter::bytes(l.blob.size),
+                &l.blob.digest[..19.min(l.blob.digest.len())]
+            ),
+        );
     }
     let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
     let user_path = spec.env.contains_key("PATH");
@@ -367,5 +385,5 @@ fn assemble(
         }
         None => None,
     };
-    Ok((image, debug, closure))
+    Ok((image, debug, closure, plan))
 }
