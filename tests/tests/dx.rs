@@ -416,7 +416,10 @@ fn output_for_pipelines_plain_quiet_verbose_and_json() {
 
     let verbose = run(cargo_oci(&dir, &[&args[..], &["-v"]].concat()));
     let err = stderr(&verbose);
-    assert!(err.contains("compressing closure layer"), "{err}");
+    assert!(
+        err.contains("objects;") && err.contains("compressing"),
+        "{err}"
+    );
     assert!(err.lines().count() > stderr(&out).lines().count(), "{err}");
 
     // --message-format json: one object per result on stdout, for every command.

@@ -65,9 +65,13 @@ fn only_changed_layers_are_written_again() {
 
     let first = build_json(&target, &[]);
     let l1 = layers(&first);
-    assert_eq!(
-        l1.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
-        ["base", "closure", "contracts", "service"]
+    // base, the closure (libc and the loader in layers of their own), contracts, service.
+    let roles: Vec<&str> = l1.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(roles.first(), Some(&"base"), "{roles:?}");
+    assert_eq!(roles.last(), Some(&"service"), "{roles:?}");
+    assert!(
+        roles.contains(&"contracts") && roles.iter().any(|r| r.starts_with("closure")),
+        "{roles:?}"
     );
     assert!(
         l1.iter().all(|l| !l.2),
@@ -146,7 +150,10 @@ fn zstd_layers_are_read_by_skopeo_and_run_by_podman() {
             .iter()
             .map(|l| l["mediaType"].as_str().unwrap())
             .collect();
-        assert_eq!(types, [zstd; 4], "{raw}");
+        assert!(
+            types.len() >= 4 && types.iter().all(|t| *t == zstd),
+            "{raw}"
+        );
         // skopeo decompresses nothing on copy, but checks every blob's digest and size.
         ok(Command::new("skopeo").args([
             "copy",
