@@ -123,8 +123,9 @@ fn only_changed_layers_are_written_again() {
 fn zstd_layers_are_read_by_skopeo_and_run_by_podman() {
     let tmp = tempfile::tempdir().unwrap();
     let target = private_target(tmp.path());
-    // podman names an image pulled from a layout after its path, which must be lowercase.
-    let layout = examples_target_dir().join(unique("zstd-layout"));
+    // podman names an image pulled from a layout after its path, which must be lowercase
+    // (the checkout's own path may not be).
+    let layout = PathBuf::from("/tmp").join(unique("cargo-oci-zstd-layout"));
     struct Remove(PathBuf);
     impl Drop for Remove {
         fn drop(&mut self) {
