@@ -606,7 +606,9 @@ fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
     report.status(
         "Pushed",
         &format!(
-            "{pinned}: {} uploaded ({}), {} mounted, {} skipped",
+            "{} ({}…): {} uploaded ({}), {} mounted, {} skipped",
+            p.name,
+            &img.manifest.digest[..19.min(img.manifest.digest.len())],
             p.count(Transfer::Uploaded),
             push::human_bytes(p.uploaded_bytes),
             p.count(Transfer::Mounted),

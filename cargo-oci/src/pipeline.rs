@@ -345,16 +345,36 @@ fn assemble(
             })
             .collect::<Result<Vec<_>>>()
     })?;
-    progress.finish("Compressed", &format!("{} layers", layers.len()));
+    let reused = layers.iter().filter(|l| l.reused).count();
+    progress.finish(
+        if reused == layers.len() {
+            "Reused"
+        } else {
+            "Compressed"
+        },
+        &format!(
+            "{} layers: {} -> {}{}",
+            layers.len(),
+            reporter::bytes(layers.iter().map(|l| l.tar_size).sum()),
+            reporter::bytes(layers.iter().map(|l| l.blob.size).sum()),
+            if reused > 0 {
+                format!(" ({reused} unchanged, reused)")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let width = layers.iter().map(|l| l.role.len()).max().unwrap_or(0);
     for l in &layers {
         report.status(
-            if l.reused { "Reused" } else { "Compressed" },
+            "",
             &format!(
-                "{:<10} {:>10} -> {:>10}  {}",
+                "{:<width$}  {:>10} -> {:>10}  {}{}",
                 l.role,
                 reporter::bytes(l.tar_size),
                 reporter::bytes(l.blob.size),
-                &l.blob.digest[..19.min(l.blob.digest.len())]
+                &l.blob.digest[..19.min(l.blob.digest.len())],
+                if l.reused { "  reused" } else { "" }
             ),
         );
     }
