@@ -405,7 +405,7 @@ fn output_for_pipelines_plain_quiet_verbose_and_json() {
     let out = run(cargo_oci(&dir, &args));
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("Compressed"), "{err}");
+    assert!(err.contains(" layers: "), "{err}");
     assert!(err.contains("closure"), "{err}");
     assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
 
