@@ -67,13 +67,8 @@ pub struct BundleArgs {
     /// Make the container's root filesystem read-only.
     #[arg(long)]
     pub readonly: bool,
-    /// Package what is already in target/ instead of running cargo build.
-    #[arg(long)]
-    pub no_build: bool,
     #[command(flatten)]
-    pub cargo: CargoArgs,
-    #[command(flatten)]
-    pub common: Common,
+    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -81,13 +76,8 @@ pub struct ExportArgs {
     /// The tar file to write.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Package what is already in target/ instead of running cargo build.
-    #[arg(long)]
-    pub no_build: bool,
     #[command(flatten)]
-    pub cargo: CargoArgs,
-    #[command(flatten)]
-    pub common: Common,
+    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -168,8 +158,9 @@ pub struct CargoArgs {
     pub target_dir: Option<PathBuf>,
 }
 
+/// What every command that makes an image takes: cargo's options, the image's, and how to talk.
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct ImageArgs {
     #[command(flatten)]
     pub cargo: CargoArgs,
     #[command(flatten)]
@@ -177,15 +168,6 @@ pub struct BuildArgs {
     /// Package what is already in target/ instead of running cargo build.
     #[arg(long)]
     pub no_build: bool,
-    /// Output format.
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
-    /// Output path (a directory for `oci`, a file for the archives).
-    #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
-    /// Write a docker-archive to stdout, for `| docker load` or `| podman load`.
-    #[arg(long)]
-    pub stream: bool,
     /// Also build the debug variant (tags `<tag>-debug`), as `debug = true` does.
     #[arg(long)]
     pub debug: bool,
@@ -197,24 +179,39 @@ pub struct BuildArgs {
     pub compression: Codec,
 }
 
+impl ImageArgs {
+    /// The pipeline request for these options, writing `output`.
+    fn request(&self, output: Output) -> BuildRequest {
+        BuildRequest {
+            selection: self.cargo.selection(&self.tags),
+            cargo: self.cargo.flags(&self.common),
+            no_build: self.no_build,
+            debug: self.debug,
+            output,
+            compression: self.compression,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Output path (a directory for `oci`, a file for the archives).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write a docker-archive to stdout, for `| docker load` or `| podman load`.
+    #[arg(long)]
+    pub stream: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct PushArgs {
     #[command(flatten)]
-    pub cargo: CargoArgs,
-    #[command(flatten)]
-    pub common: Common,
-    /// Push what is already in target/ instead of running cargo build.
-    #[arg(long)]
-    pub no_build: bool,
-    /// Also build and push the debug variant (tags `<tag>-debug`).
-    #[arg(long)]
-    pub debug: bool,
-    /// How layers are compressed.
-    #[arg(long, value_enum, default_value_t = Codec::Gzip)]
-    pub compression: Codec,
-    /// Another tag (repeatable), besides the configured ones.
-    #[arg(long = "tag", short = 't', value_name = "TAG")]
-    pub tags: Vec<String>,
+    pub image: ImageArgs,
     /// Push to this name (`host[:port]/path/repo`) instead of the configured `name`.
     #[arg(long, value_name = "NAME")]
     pub to: Option<String>,
@@ -243,18 +240,7 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     #[command(flatten)]
-    pub cargo: CargoArgs,
-    #[command(flatten)]
-    pub common: Common,
-    /// Package what is already in target/ instead of running cargo build.
-    #[arg(long)]
-    pub no_build: bool,
-    /// Also build and load the debug variant (tags `<tag>-debug`).
-    #[arg(long)]
-    pub debug: bool,
-    /// Another tag (repeatable), besides the configured ones.
-    #[arg(long = "tag", short = 't', value_name = "TAG")]
-    pub tags: Vec<String>,
+    pub image: ImageArgs,
     /// The engine to load into (default: Docker if it answers, else podman).
     #[arg(long, value_enum)]
     pub runtime: Option<load::Runtime>,
@@ -263,15 +249,7 @@ pub struct LoadArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     #[command(flatten)]
-    pub cargo: CargoArgs,
-    #[command(flatten)]
-    pub common: Common,
-    /// Inspect what is already in target/ instead of running cargo build.
-    #[arg(long)]
-    pub no_build: bool,
-    /// Include the debug variant's layer.
-    #[arg(long)]
-    pub debug: bool,
+    pub image: ImageArgs,
     /// Print one JSON object (as --message-format json).
     #[arg(long)]
     pub json: bool,
@@ -332,24 +310,6 @@ impl CargoArgs {
         }
     }
 
-    fn request(
-        &self,
-        common: &Common,
-        tags: &[String],
-        no_build: bool,
-        debug: bool,
-        output: Output,
-    ) -> BuildRequest {
-        BuildRequest {
-            selection: self.selection(tags),
-            cargo: self.flags(common),
-            no_build,
-            debug,
-            output,
-            compression: Codec::Gzip,
-        }
-    }
-
     fn selection(&self, tags: &[String]) -> Selection {
         Selection {
             package: self.package.clone(),
@@ -374,32 +334,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Cli {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => {
-            let report = a.common.reporter();
-            let req = BuildRequest {
-                selection: a.cargo.selection(&a.tags),
-                cargo: a.cargo.flags(&a.common),
-                no_build: a.no_build,
-                debug: a.debug,
-                output: Output::from_options(a.format, a.output.clone(), a.stream)?,
-                compression: a.compression,
-            };
-            let built = pipeline::build(&req, &report)?;
-            print_built(&built, &req.output, a.common.message_format, &report);
-            Ok(())
+            let output = Output::from_options(a.format, a.output.clone(), a.stream)?;
+            build_to(&a.image, output)
         }
         Command::Bundle(a) => {
             let output = Output::Bundle {
                 dir: a.dir.clone(),
                 readonly: a.readonly,
             };
-            build_to(&a.cargo, &a.common, a.no_build, output)
+            build_to(&a.image, output)
         }
-        Command::Export(a) => build_to(
-            &a.cargo,
-            &a.common,
-            a.no_build,
-            Output::Export(a.file.clone()),
-        ),
+        Command::Export(a) => build_to(&a.image, Output::Export(a.file.clone())),
         Command::Merge(a) => {
             let report = a.common.reporter();
             let n = crate::merge::merge(&a.inputs, &a.output)?;
@@ -421,16 +366,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Load(a) => {
-            let report = a.common.reporter();
+            let report = a.image.common.reporter();
             // Find the engine first: a missing one costs no build.
             let (runtime, version) = load::detect(a.runtime, &report)?;
-            let req = a.cargo.request(
-                &a.common,
-                &a.tags,
-                a.no_build,
-                a.debug,
-                Output::Layout(None),
-            );
+            let req = a.image.request(Output::Layout(None));
             let built = pipeline::build(&req, &report)?;
             let store = Store::open(
                 &pipeline::target_dir(&req, &built.spec)
@@ -442,7 +381,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .collect();
             let said = load::load(runtime, &store, &images, &report)?;
             let references: Vec<String> = images.iter().flat_map(|i| i.references()).collect();
-            match a.common.message_format {
+            match a.image.common.message_format {
                 MessageFormat::Json => println!(
                     "{}",
                     json!({
@@ -460,12 +399,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect(a) => {
-            let report = a.common.reporter();
-            let req = a
-                .cargo
-                .request(&a.common, &[], a.no_build, a.debug, Output::Layout(None));
-            let built = pipeline::build(&req, &report)?;
-            if a.json || a.common.message_format == MessageFormat::Json {
+            let report = a.image.common.reporter();
+            let built = pipeline::build(&a.image.request(Output::Layout(None)), &report)?;
+            if a.json || a.image.common.message_format == MessageFormat::Json {
                 println!("{}", inspect::to_json(&built));
             } else {
                 print!("{}", inspect::to_text(&built));
@@ -536,10 +472,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Push(a) => {
-            let report = a.common.reporter();
+            let report = a.image.common.reporter();
             let req = push_request(&a)?;
             for pushed in push::push(&req, &report)? {
-                print_pushed(&pushed, a.common.message_format, &report);
+                print_pushed(&pushed, a.image.common.message_format, &report);
             }
             Ok(())
         }
@@ -580,14 +516,7 @@ fn push_request(a: &PushArgs) -> Result<PushRequest> {
         _ => None,
     };
     Ok(PushRequest {
-        build: BuildRequest {
-            selection: a.cargo.selection(&a.tags),
-            cargo: a.cargo.flags(&a.common),
-            no_build: a.no_build,
-            output: Output::Layout(None),
-            debug: a.debug,
-            compression: a.compression,
-        },
+        build: a.image.request(Output::Layout(None)),
         destination,
         credential,
         client: ClientOptions {
@@ -644,18 +573,12 @@ fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
     }
 }
 
-fn build_to(cargo: &CargoArgs, common: &Common, no_build: bool, output: Output) -> Result<()> {
-    let report = common.reporter();
-    let req = BuildRequest {
-        selection: cargo.selection(&[]),
-        cargo: cargo.flags(common),
-        no_build,
-        output,
-        debug: false,
-        compression: crate::compress::Codec::Gzip,
-    };
+/// Builds and writes `output`, then prints the result.
+fn build_to(image: &ImageArgs, output: Output) -> Result<()> {
+    let report = image.common.reporter();
+    let req = image.request(output);
     let built = pipeline::build(&req, &report)?;
-    print_built(&built, &req.output, common.message_format, &report);
+    print_built(&built, &req.output, image.common.message_format, &report);
     Ok(())
 }
 
