@@ -254,12 +254,7 @@ fn assemble(
             image_path: format!("{}/{bin}", plan::IMAGE_PATH),
         });
     }
-    for p in runtime_inputs.iter().filter(|p| p.elf) {
-        executables.push(Executable {
-            host_path: p.host_path.clone(),
-            image_path: p.image_path.clone(),
-        });
-    }
+    executables.extend(runtime_inputs.iter().filter_map(tools::Program::executable));
     let opts = ClosureOptions {
         extra_libs: spec.extra_libs.clone(),
         ..ClosureOptions::default()
@@ -276,11 +271,7 @@ fn assemble(
             let exes: Vec<Executable> = t
                 .programs
                 .iter()
-                .filter(|p| p.elf)
-                .map(|p| Executable {
-                    host_path: p.host_path.clone(),
-                    image_path: p.image_path.clone(),
-                })
+                .filter_map(tools::Program::executable)
                 .collect();
             let mut c = closure::resolve(&exes, &ClosureOptions::default())?;
             c.objects
@@ -315,24 +306,63 @@ fn assemble(
     // The debug variant adds one layer on top: keep room for it in the budget.
     let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
     plan.layers = crate::layering::fit(plan.layers, budget);
-    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
-    let comp = Compression::new(codec);
-    // All layers at once (the debug one too): the small ones compress while the service layer
-    // does, instead of leaving cores idle at the end of each layer.
     let all: Vec<&plan::LayerPlan> = plan
         .layers
         .iter()
         .chain(plan.debug_layer.as_ref())
         .collect();
+    let mut layers = write_layers(&store, target_dir, &all, spec.mtime, codec, report)?;
+    let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
+    let user_path = spec.env.contains_key("PATH");
+    let mut image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
+    if let Some(base) = &base {
+        image = crate::rebase::rebase(&store, image, base, user_path)?;
+    }
+    report.detail(&format!(
+        "closure: {} objects; {} layers, {} bytes compressed",
+        closure.objects.len(),
+        image.layers.len(),
+        image.layers.iter().map(|l| l.blob.size).sum::<u64>()
+    ));
+    let debug = match debug_layer {
+        Some(dl) => {
+            let mut all = layers;
+            all.push(dl);
+            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
+            let mut d =
+                image::assemble(&store, spec, &plan.env, all, &platform, Some(tags.clone()))?;
+            if let Some(base) = &base {
+                d = crate::rebase::rebase(&store, d, base, user_path)?;
+                d.tags = tags;
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    Ok((image, debug, closure, plan))
+}
+
+/// Writes every layer at once (through the layer cache): the small ones compress while the big
+/// one does, instead of leaving cores idle at the end of each layer. Reports what it did.
+fn write_layers(
+    store: &Store,
+    target_dir: &Path,
+    all: &[&plan::LayerPlan],
+    mtime: u64,
+    codec: Codec,
+    report: &Reporter,
+) -> Result<Vec<crate::layer::Layer>> {
+    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
+    let comp = Compression::new(codec);
     let total = all.iter().map(|l| crate::layer::tar_size_estimate(l)).sum();
     let progress = report.progress("Compressing", &format!("{} layers", all.len()), Some(total));
-    let mut layers = std::thread::scope(|s| {
+    let layers = std::thread::scope(|s| {
         let jobs: Vec<_> = all
             .iter()
             .map(|l| {
                 let (progress, cache, store) = (&progress, &cache, &store);
                 s.spawn(move || {
-                    let written = cache.layer(store, l, spec.mtime, comp);
+                    let written = cache.layer(store, l, mtime, comp);
                     progress.inc(crate::layer::tar_size_estimate(l));
                     written
                 })
@@ -378,32 +408,5 @@ fn assemble(
             ),
         );
     }
-    let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
-    let user_path = spec.env.contains_key("PATH");
-    let mut image = image::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
-    if let Some(base) = &base {
-        image = crate::rebase::rebase(&store, image, base, user_path)?;
-    }
-    report.detail(&format!(
-        "closure: {} objects; {} layers, {} bytes compressed",
-        closure.objects.len(),
-        image.layers.len(),
-        image.layers.iter().map(|l| l.blob.size).sum::<u64>()
-    ));
-    let debug = match debug_layer {
-        Some(dl) => {
-            let mut all = layers;
-            all.push(dl);
-            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
-            let mut d =
-                image::assemble(&store, spec, &plan.env, all, &platform, Some(tags.clone()))?;
-            if let Some(base) = &base {
-                d = crate::rebase::rebase(&store, d, base, user_path)?;
-                d.tags = tags;
-            }
-            Some(d)
-        }
-        None => None,
-    };
-    Ok((image, debug, closure, plan))
+    Ok(layers)
 }

@@ -17,6 +17,16 @@ pub struct Program {
     pub elf: bool,
 }
 
+impl Program {
+    /// The program as an executable whose closure the image needs (ELF files only).
+    pub fn executable(&self) -> Option<closure::Executable> {
+        self.elf.then(|| closure::Executable {
+            host_path: self.host_path.clone(),
+            image_path: self.image_path.clone(),
+        })
+    }
+}
+
 /// Where the debug tools live in the debug image.
 pub const DEBUG_BIN: &str = "/debug/bin";
 
