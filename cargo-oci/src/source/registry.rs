@@ -1,6 +1,7 @@
 //! A minimal registry client for pulling a base image by digest: GET of manifests and blobs over
 //! the distribution API, anonymous or with basic auth (`CARGO_OCI_REGISTRY_USER` /
-//! `CARGO_OCI_REGISTRY_PASSWORD`), following a bearer-token challenge. Small and synchronous on
+//! `CARGO_OCI_REGISTRY_PASSWORD`, else the credentials `push` finds), following a bearer-token
+//! challenge. Small and synchronous on
 //! `ureq`; plain HTTP for loopback registries, HTTPS elsewhere. Blobs already in the store are
 //! not fetched again: the store is the cache.
 
@@ -24,6 +25,7 @@ application/vnd.docker.distribution.manifest.list.v2+json";
 pub struct Client<'a> {
     agent: ureq::Agent,
     base: String,
+    registry: String,
     repository: String,
     store: &'a Store,
     auth: RefCell<Option<String>>,
@@ -39,9 +41,24 @@ fn scheme(host: &str) -> &'static str {
     }
 }
 
-fn basic_credentials() -> Option<String> {
-    let user = std::env::var("CARGO_OCI_REGISTRY_USER").ok()?;
-    let pass = std::env::var("CARGO_OCI_REGISTRY_PASSWORD").unwrap_or_default();
+/// Basic credentials for `registry`, base64-encoded: `CARGO_OCI_REGISTRY_USER` /
+/// `CARGO_OCI_REGISTRY_PASSWORD`, else what `cargo oci push` would use (containers' auth.json,
+/// Docker's config.json and its credential helpers).
+fn basic_credentials(registry: &str) -> Option<String> {
+    let (user, pass) = match std::env::var("CARGO_OCI_REGISTRY_USER") {
+        Ok(user) => (
+            user,
+            std::env::var("CARGO_OCI_REGISTRY_PASSWORD").unwrap_or_default(),
+        ),
+        Err(_) => match crate::registry::auth::lookup(registry)
+            .ok()
+            .flatten()?
+            .secret
+        {
+            crate::registry::auth::Secret::Basic { username, password } => (username, password),
+            crate::registry::auth::Secret::IdentityToken(_) => return None,
+        },
+    };
     Some(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
@@ -88,9 +105,10 @@ impl<'a> Client<'a> {
         Ok(Client {
             agent,
             base: format!("{}://{host}/v2/{}", scheme(host), name.repository),
+            registry: name.registry.clone(),
             repository: name.repository.clone(),
             store,
-            auth: RefCell::new(basic_credentials().map(|c| format!("Basic {c}"))),
+            auth: RefCell::new(basic_credentials(&name.registry).map(|c| format!("Basic {c}"))),
         })
     }
 
@@ -123,8 +141,8 @@ impl<'a> Client<'a> {
                     continue;
                 }
                 bail!(
-                    "GET {url}: the registry asks for credentials: set CARGO_OCI_REGISTRY_USER and \
-                     CARGO_OCI_REGISTRY_PASSWORD"
+                    "GET {url}: the registry asks for credentials: log in (docker login / podman \
+                     login), or set CARGO_OCI_REGISTRY_USER and CARGO_OCI_REGISTRY_PASSWORD"
                 );
             }
             if !(200..300).contains(&status) {
@@ -145,7 +163,7 @@ impl<'a> Client<'a> {
         if let Some(service) = get("service") {
             req = req.query("service", &service);
         }
-        if let Some(c) = basic_credentials() {
+        if let Some(c) = basic_credentials(&self.registry) {
             req = req.header("Authorization", &format!("Basic {c}"));
         }
         let mut resp = req.call().with_context(|| format!("GET {realm} failed"))?;
