@@ -785,3 +785,104 @@ fn max_layers_two_and_hundred_both_run() {
         assert_eq!(runc(&bundle, "seeds-layers").trim(), "hello from seed-app");
     }
 }
+
+#[test]
+fn a_base_from_a_protected_registry_uses_the_push_credentials() {
+    use cargo_oci_tests::registry::{base64, Registry};
+    if tool("skopeo").is_none() {
+        return;
+    }
+    let Some(reg) = Registry::start(Some(("base-user", "base-secret"))) else {
+        return;
+    };
+    let base = built("static-hello");
+    let dest = format!("{}/protected/base:1", reg.addr);
+    ok(Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "base-user:base-secret",
+        ])
+        .arg(base.oci_ref())
+        .arg(format!("docker://{dest}")));
+    let inspected: Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .args(reg.skopeo_creds())
+        .arg(format!("docker://{dest}"))))
+    .unwrap();
+    let from = format!(
+        "{}/protected/base@{}",
+        reg.addr,
+        inspected["Digest"].as_str().unwrap()
+    );
+
+    // A copy of http-hello built on that base, with a home of its own for credentials.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("on-protected");
+    ok(Command::new("cp")
+        .arg("-r")
+        .arg(example("http-hello"))
+        .arg(&dir));
+    let _ = std::fs::remove_dir_all(dir.join("target"));
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            "[package.metadata.oci]\n",
+            &format!("[package.metadata.oci]\nfrom = \"{from}\"\n"),
+        );
+    std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    let build = |with_login: bool| {
+        let config = if with_login {
+            let auth = base64(b"base-user:base-secret", false);
+            format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr)
+        } else {
+            "{}".to_string()
+        };
+        std::fs::write(home.join(".docker/config.json"), config).unwrap();
+        let mut c = cargo_oci(
+            &dir,
+            &["build", "--release", "-q", "--message-format", "json"],
+        );
+        // A target directory of its own: the shared one's store already holds the base's blobs.
+        c.env("CARGO_TARGET_DIR", tmp.path().join("target"))
+            .env("HOME", &home)
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("CARGO_OCI_REGISTRY_USER");
+        run(c)
+    };
+    let refused = build(false);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("asks for credentials"), "{why}");
+
+    let out = build(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let base_digests: Vec<&Value> = base.json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["digest"])
+        .collect();
+    let layers: Vec<&Value> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["digest"])
+        .collect();
+    assert_eq!(
+        &layers[..base_digests.len()],
+        &base_digests[..],
+        "the base's layers come first"
+    );
+}
