@@ -24,6 +24,33 @@ use crate::sink::Format;
 use crate::store::Store;
 use crate::{init, inspect, template};
 
+/// Writes a result to stdout. A reader that went away (`| head`) has all it wanted: the command
+/// ends quietly instead of panicking; any other write error is reported.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = write!(stdout, $($arg)*).and_then(|_| stdout.flush()) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        out!("{}\n", format_args!($($arg)*))
+    }};
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the result to stdout: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo-oci",
@@ -357,11 +384,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 ),
             );
             match a.common.message_format {
-                MessageFormat::Json => println!(
+                MessageFormat::Json => outln!(
                     "{}",
                     json!({"reason": "merged", "path": a.output, "images": n})
                 ),
-                MessageFormat::Human => println!("{}", a.output.display()),
+                MessageFormat::Human => outln!("{}", a.output.display()),
             }
             Ok(())
         }
@@ -382,7 +409,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let said = load::load(runtime, &store, &images, &report)?;
             let references: Vec<String> = images.iter().flat_map(|i| i.references()).collect();
             match a.image.common.message_format {
-                MessageFormat::Json => println!(
+                MessageFormat::Json => outln!(
                     "{}",
                     json!({
                         "reason": "image-loaded",
@@ -394,7 +421,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         "engine_output": said,
                     })
                 ),
-                MessageFormat::Human => references.iter().for_each(|r| println!("{r}")),
+                MessageFormat::Human => references.iter().for_each(|r| outln!("{r}")),
             }
             Ok(())
         }
@@ -402,9 +429,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.image.common.reporter();
             let built = pipeline::build(&a.image.request(Output::Layout(None)), &report)?;
             if a.json || a.image.common.message_format == MessageFormat::Json {
-                println!("{}", inspect::to_json(&built));
+                outln!("{}", inspect::to_json(&built));
             } else {
-                print!("{}", inspect::to_text(&built));
+                out!("{}", inspect::to_text(&built));
             }
             Ok(())
         }
@@ -428,7 +455,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 ),
             );
             match a.common.message_format {
-                MessageFormat::Json => println!(
+                MessageFormat::Json => outln!(
                     "{}",
                     json!({
                         "reason": "package-created",
@@ -437,7 +464,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         "image": made.image,
                     })
                 ),
-                MessageFormat::Human => println!("{}", made.path.display()),
+                MessageFormat::Human => outln!("{}", made.path.display()),
             }
             Ok(())
         }
@@ -456,7 +483,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
             match a.common.message_format {
-                MessageFormat::Json => println!(
+                MessageFormat::Json => outln!(
                     "{}",
                     json!({
                         "reason": "metadata-added",
@@ -466,8 +493,8 @@ pub fn run(cli: Cli) -> Result<()> {
                         "block": done.block,
                     })
                 ),
-                MessageFormat::Human if a.dry_run => print!("{}", done.block),
-                MessageFormat::Human => println!("{}", done.manifest.display()),
+                MessageFormat::Human if a.dry_run => out!("{}", done.block),
+                MessageFormat::Human => outln!("{}", done.manifest.display()),
             }
             Ok(())
         }
@@ -545,7 +572,7 @@ fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
         ),
     );
     match format {
-        MessageFormat::Json => println!(
+        MessageFormat::Json => outln!(
             "{}",
             json!({
                 "reason": "image-pushed",
@@ -569,7 +596,7 @@ fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
                 },
             })
         ),
-        MessageFormat::Human => println!("{pinned}"),
+        MessageFormat::Human => outln!("{pinned}"),
     }
 }
 
@@ -639,7 +666,7 @@ fn print_built(b: &Built, output: &Output, format: MessageFormat, report: &Repor
                 eprintln!("{l}");
             }
         } else {
-            println!("{l}");
+            outln!("{l}");
         }
     }
 }
