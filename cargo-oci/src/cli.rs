@@ -566,7 +566,7 @@ fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
             p.name,
             &img.manifest.digest[..19.min(img.manifest.digest.len())],
             p.count(Transfer::Uploaded),
-            push::human_bytes(p.uploaded_bytes),
+            crate::reporter::bytes(p.uploaded_bytes),
             p.count(Transfer::Mounted),
             p.count(Transfer::Skipped)
         ),

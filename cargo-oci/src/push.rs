@@ -6,7 +6,7 @@
 //! The registry protocol lives in [`crate::registry`]; this module decides what to send.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use crate::pipeline::{self, BuildRequest};
 use crate::reference::ImageName;
 use crate::registry::auth::{self, Credential};
 use crate::registry::{BlobFile, Client, ClientOptions, Mount};
-use crate::reporter::{Reporter, Verbosity};
+use crate::reporter::Reporter;
 use crate::store::Store;
 
 /// The OCI image manifest media type, as the image module writes it.
@@ -139,7 +139,7 @@ pub fn push_image(
         &format!(
             "{name} ({} blobs, {}) to {registry}",
             blobs.len(),
-            human_bytes(total)
+            crate::reporter::bytes(total)
         ),
     );
     let progress = Progress::default();
@@ -208,15 +208,12 @@ struct Progress {
 }
 
 impl Progress {
-    fn line(&self, total: u64) -> String {
-        format!(
-            "{} / {} sent; blobs: {} skipped, {} mounted, {} uploaded",
-            human_bytes(self.sent.load(Ordering::Relaxed)),
-            human_bytes(total),
-            self.skipped.load(Ordering::Relaxed),
-            self.mounted.load(Ordering::Relaxed),
-            self.uploaded.load(Ordering::Relaxed),
-        )
+    /// How many of `total` blobs are there, whichever way they got there.
+    fn blobs_done(&self, total: usize) -> String {
+        let done = self.skipped.load(Ordering::Relaxed)
+            + self.mounted.load(Ordering::Relaxed)
+            + self.uploaded.load(Ordering::Relaxed);
+        format!("{done}/{total} blobs")
     }
 }
 
@@ -237,22 +234,20 @@ fn transfer_blobs(
     let errors = Mutex::new(Vec::<anyhow::Error>::new());
     let failed = AtomicBool::new(false);
     let done = AtomicBool::new(false);
-    let show = report.verbosity >= Verbosity::Normal && std::io::stderr().is_terminal();
+    // A bar on a terminal (nothing otherwise), fed from the counters the uploads keep.
+    let bar = report.progress("Pushing", repo, Some(total));
     std::thread::scope(|s| {
-        let ticker = show.then(|| {
-            s.spawn(|| {
-                while !done.load(Ordering::Relaxed) {
-                    eprint!("\r\x1b[2K{:>12} {}", "Pushing", progress.line(total));
-                    let _ = std::io::stderr().flush();
-                    for _ in 0..5 {
-                        if done.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
+        let ticker = s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(progress.sent.load(Ordering::Relaxed));
+                bar.set_message(&format!("{repo} ({})", progress.blobs_done(blobs.len())));
+                for _ in 0..2 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
                     }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                eprint!("\r\x1b[2K");
-            })
+            }
         });
         let workers: Vec<_> = (0..req.jobs.clamp(1, 32).min(blobs.len().max(1)))
             .map(|_| {
@@ -289,10 +284,9 @@ fn transfer_blobs(
             }
         }
         done.store(true, Ordering::Relaxed);
-        if let Some(t) = ticker {
-            let _ = t.join();
-        }
+        let _ = ticker.join();
     });
+    drop(bar);
     let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(first) = errors.drain(..).next() {
         return Err(first.context(format!(
@@ -407,17 +401,6 @@ impl KnownBlobs {
     }
 }
 
-/// `1.2 MB` style sizes.
-pub fn human_bytes(n: u64) -> String {
-    if n < 1000 {
-        format!("{n} B")
-    } else if n < 1_000_000 {
-        format!("{:.1} kB", n as f64 / 1e3)
-    } else {
-        format!("{:.2} MB", n as f64 / 1e6)
-    }
-}
-
 /// Parses `--chunk-size`: bytes, or with a `K`/`M`/`G` (KiB, MiB, GiB) suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -461,7 +444,6 @@ mod tests {
         assert_eq!(parse_size("64k"), Ok(64 << 10));
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
-        assert_eq!(human_bytes(3_870_000), "3.87 MB");
     }
 
     #[test]

@@ -117,6 +117,11 @@ impl Progress {
         self.bar.inc(n);
     }
 
+    /// Sets how many bytes are done (when another counter keeps them).
+    pub fn set_position(&self, n: u64) {
+        self.bar.set_position(n);
+    }
+
     /// Bytes done so far.
     pub fn done(&self) -> u64 {
         self.bar.position()
