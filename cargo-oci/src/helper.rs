@@ -3,6 +3,7 @@
 //! Its source is embedded in cargo-oci; being std-only, its closure is libc's, a subset of any
 //! Rust service's, and it is static for static targets.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -10,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::cargo_build::{cargo_program, rustc_version_verbose};
+use crate::store;
 
 /// The helper's source code.
 pub const SOURCE: &str = include_str!("../helper/main.rs");
@@ -91,16 +93,19 @@ pub fn ensure(target_dir: &Path, target: &str, package_dir: &Path) -> Result<Pat
         .join(target)
         .join("release")
         .join("cargo-oci-helper");
-    std::fs::create_dir_all(root.join("bin"))?;
-    let tmp = cached.with_extension("tmp");
+    // Builds running at the same time may both get here: each copies to a file of its own, and
+    // the last rename wins (the contents are the same).
+    let tmp = store::unique_temp_path(&root.join("bin"), "helper")?;
     std::fs::copy(&built, &tmp).with_context(|| format!("cannot copy {}", built.display()))?;
-    std::fs::rename(&tmp, &cached)?;
+    std::fs::rename(&tmp, &cached)
+        .with_context(|| format!("cannot move the contract helper to {}", cached.display()))?;
     Ok(cached)
 }
 
+/// Replaces `path` in one rename, so that a build running beside this one never reads half a file.
 fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::sink::write_atomic(path, |w| Ok(w.write_all(text.as_bytes())?))?;
     }
     Ok(())
 }

@@ -131,7 +131,13 @@ pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> 
         .collect();
     for entry in std::fs::read_dir(&blobs)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !keep.contains(name.as_str()) {
+        // A recent temporary file is another writer's blob on its way in: leave it alone.
+        let in_flight = name.starts_with(".tmp-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 3600));
+        if !keep.contains(name.as_str()) && !in_flight {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -153,17 +153,23 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
         return Ok(());
     }
     let dir = dest.parent().context("blob destination has no directory")?;
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob")
-    ));
-    let _ = std::fs::remove_file(&tmp);
+    let tmp = unique_temp_path(dir, "blob")?;
     if std::fs::hard_link(src, &tmp).is_err() {
         std::fs::copy(src, &tmp)
             .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
     }
     std::fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(())
+}
+
+/// A path for a temporary file in `dir` that no other writer, in this process or another, uses
+/// (`dir` is created when missing).
+pub fn unique_temp_path(dir: &Path, what: &str) -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!(".tmp-{what}-{}-{n}", std::process::id())))
 }
 
 /// Opens a stored blob for reading.

@@ -11,10 +11,13 @@ use cargo_oci_tests::*;
 /// Builds an example (or a copy of it whose Cargo.toml `edit` changed) and loads it into podman.
 /// Returns the image's first reference.
 fn load_into_podman(dir: &Path) -> String {
-    let mut build = cargo_oci(dir, &["build", "--release", "-q", "--stream"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut build = cargo_oci(dir, &["build", "--release", "-q", "--stream"]);
+    // A copy builds in a target directory of its own: it has the example's binary name, and a
+    // shared directory would let one test's build replace the file another is packaging.
+    if !dir.starts_with(root()) {
+        build.env("CARGO_TARGET_DIR", dir.join("target"));
+    }
+    let mut build = build.stdout(Stdio::piped()).spawn().unwrap();
     let load = Command::new("podman")
         .args(["load", "-q"])
         .stdin(build.stdout.take().unwrap())
