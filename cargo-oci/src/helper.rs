@@ -3,7 +3,6 @@
 //! Its source is embedded in cargo-oci; being std-only, its closure is libc's, a subset of any
 //! Rust service's, and it is static for static targets.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
