@@ -209,8 +209,9 @@ fn tcp_exec_probes_and_dead_ports() {
         "{}",
         stderr_of(&live)
     );
+    // (podman exec itself takes a few hundred milliseconds, more on a busy machine.)
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_secs(3),
         "a refused port fails at once: {:?}",
         t.elapsed()
     );
@@ -226,8 +227,8 @@ fn tcp_exec_probes_and_dead_ports() {
         stderr_of(&ready)
     );
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
-        "timeout 1s, took {took:?}"
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "timeout 1s (the endpoint answers after 30 s), took {took:?}"
     );
 }
 
