@@ -111,6 +111,12 @@ pub fn cargo_oci(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// Copies an example crate to `to` (without its build products), as a user copying it would.
+pub fn copy_example(name: &str, to: &Path) {
+    ok(Command::new("cp").arg("-r").arg(example(name)).arg(to));
+    let _ = std::fs::remove_dir_all(to.join("target"));
+}
+
 /// An image built from an example, as an OCI layout.
 #[derive(Debug, Clone)]
 pub struct Built {

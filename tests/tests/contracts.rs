@@ -49,11 +49,7 @@ fn variant(
 ) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join(example_name);
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(example(example_name))
-        .arg(&dir));
-    let _ = std::fs::remove_dir_all(dir.join("target"));
+    copy_example(example_name, &dir);
     let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     let toml = toml.replace(
         &format!("cargo-oci-examples/{example_name}\""),

@@ -356,11 +356,7 @@ fn a_rebuild_with_one_changed_layer_uploads_only_that_layer() {
     // change to its Cargo.toml does not touch the shared build.
     let tmp = tempfile::tempdir().unwrap();
     let pkg = tmp.path().join("http-hello");
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(example("http-hello"))
-        .arg(&pkg));
-    let _ = std::fs::remove_dir_all(pkg.join("target"));
+    copy_example("http-hello", &pkg);
     let target = tmp.path().join("target");
     std::fs::create_dir_all(target.join("release")).unwrap();
     std::fs::copy(

@@ -821,11 +821,7 @@ fn a_base_from_a_protected_registry_uses_the_push_credentials() {
     // A copy of http-hello built on that base, with a home of its own for credentials.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("on-protected");
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(example("http-hello"))
-        .arg(&dir));
-    let _ = std::fs::remove_dir_all(dir.join("target"));
+    copy_example("http-hello", &dir);
     let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
         .unwrap()
         .replace(

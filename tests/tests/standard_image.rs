@@ -511,13 +511,7 @@ fn builds_are_reproducible_across_directories_and_times() {
         let v: serde_json::Value = serde_json::from_str(ok(&mut c).trim()).unwrap();
         v["digest"].as_str().unwrap().to_string()
     };
-    let copy = |to: &Path| {
-        ok(Command::new("cp")
-            .arg("-r")
-            .arg(example("http-hello"))
-            .arg(to));
-        let _ = std::fs::remove_dir_all(to.join("target"));
-    };
+    let copy = |to: &Path| copy_example("http-hello", to);
     let a = tmp.path().join("one/http-hello");
     let b = tmp.path().join("elsewhere/deeper/http-hello");
     std::fs::create_dir_all(a.parent().unwrap()).unwrap();
