@@ -7,6 +7,6 @@ fn main() {
         for cause in err.chain().skip(1) {
             eprintln!("  caused by: {cause}");
         }
-        std::process::exit(cargo_oci::error::exit_code(&err));
+        std::process::exit(cargo_oci::util::error::exit_code(&err));
     }
 }

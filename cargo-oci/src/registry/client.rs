@@ -19,7 +19,7 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Agent, Body};
 
 use super::auth::{self, Challenge, Credential, Secret};
-use crate::error::UsageError;
+use crate::util::error::UsageError;
 
 /// How the client connects and retries.
 #[derive(Debug, Clone)]

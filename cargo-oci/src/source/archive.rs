@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::untrusted;
+use crate::oci::untrusted;
 
 /// At most this many members in an archive.
 const MAX_MEMBERS: usize = 1_000_000;

@@ -1,7 +1,7 @@
 //! Takes one base layer into the blob store: the blob is streamed once, its digest checked, its
 //! tar decompressed and hashed to check the diff_id, and every entry checked against the layers
 //! below it (normalised paths, nothing below a link or a file, hard links to files before them,
-//! only known entry types: see [`crate::flatten`]). Uncompressed layers are gzip-compressed
+//! only known entry types: see [`crate::oci::flatten`]). Uncompressed layers are gzip-compressed
 //! on the way (the same fixed settings as our own layers), so every layer of an image is gzip.
 
 use std::io::{self, Read, Write};
@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use flate2::{read::MultiGzDecoder, Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
-use crate::flatten::Tree;
-use crate::layer::{Layer, MEDIA_TYPE_GZIP};
-use crate::store::Store;
+use crate::oci::flatten::Tree;
+use crate::oci::layer::{Layer, MEDIA_TYPE_GZIP};
+use crate::oci::store::Store;
 
 /// Reads through to `r`, copying every byte read to `w`.
 struct Tee<R, W> {

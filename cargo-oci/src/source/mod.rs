@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::error::UsageError;
-use crate::layer::Layer;
-use crate::reference::ImageName;
-use crate::reporter::Reporter;
-use crate::store::{digest_of, Store};
+use crate::oci::layer::Layer;
+use crate::oci::reference::ImageName;
+use crate::oci::store::{digest_of, Store};
+use crate::util::error::UsageError;
+use crate::util::reporter::Reporter;
 
 /// Largest JSON document (index, manifest, config) read from a base.
 const MAX_JSON: u64 = 8 << 20;
@@ -366,7 +366,7 @@ fn from_manifest(
         );
     }
     let mut layers = Vec::new();
-    let mut shape = crate::flatten::Tree::shape();
+    let mut shape = crate::oci::flatten::Tree::shape();
     for (i, (desc, diff)) in descs.iter().zip(&diff_ids).enumerate() {
         let d = desc
             .get("digest")
@@ -473,7 +473,7 @@ fn from_docker_archive(
         );
     }
     let mut layers = Vec::new();
-    let mut shape = crate::flatten::Tree::shape();
+    let mut shape = crate::oci::flatten::Tree::shape();
     for (i, (name, diff)) in names.iter().zip(&diff_ids).enumerate() {
         let what = format!("base layer {} ({name})", i + 1);
         layers.push(layers::import(

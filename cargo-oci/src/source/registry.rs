@@ -14,8 +14,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::{Blobs, MAX_JSON};
-use crate::reference::ImageName;
-use crate::store::{digest_of, Store};
+use crate::oci::reference::ImageName;
+use crate::oci::store::{digest_of, Store};
 
 const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json, \
 application/vnd.oci.image.index.v1+json, \
@@ -195,7 +195,7 @@ impl Blobs for Client<'_> {
     fn open(&self, digest: &str) -> Result<Box<dyn Read + '_>> {
         super::check_digest(digest)?;
         if self.store.contains(digest) {
-            return Ok(Box::new(crate::store::open(&self.store.path(digest))?));
+            return Ok(Box::new(crate::oci::store::open(&self.store.path(digest))?));
         }
         // Manifests live under /manifests, everything else under /blobs; try the manifest
         // endpoint only for documents, which are small.

@@ -1,0 +1,274 @@
+//! Runs the user's cargo to build the image's binary and finds the executable it produced.
+//! cargo's own output streams to the user's stderr as it comes; its JSON messages on stdout
+//! are read as they arrive.
+
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use cargo_metadata::{Message, TargetKind};
+
+use crate::config::metadata::ImageSpec;
+use crate::util::error::UsageError;
+
+/// The cargo flags cargo-oci passes through, as `cargo build` spells them.
+#[derive(Debug, Default, Clone)]
+pub struct CargoFlags {
+    pub manifest_path: Option<PathBuf>,
+    pub target: Option<String>,
+    pub release: bool,
+    pub profile: Option<String>,
+    pub features: Vec<String>,
+    pub all_features: bool,
+    pub no_default_features: bool,
+    pub locked: bool,
+    pub frozen: bool,
+    pub offline: bool,
+    pub target_dir: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+/// The built executables.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The service binary.
+    pub path: PathBuf,
+    /// The Rust target triple it was built for.
+    pub target: String,
+    /// Other binaries of the package built along (probes): (name, path).
+    pub extra: Vec<(String, PathBuf)>,
+}
+
+/// The program to run as cargo: `$CARGO` when cargo runs us as a subcommand, else `cargo`.
+pub fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+impl CargoFlags {
+    /// The profile name selected by the flags (`dev` unless `--release` or `--profile`).
+    pub fn profile_name(&self) -> &str {
+        match (&self.profile, self.release) {
+            (Some(p), _) => p,
+            (None, true) => "release",
+            (None, false) => "dev",
+        }
+    }
+
+    fn apply(&self, cmd: &mut Command, spec: &ImageSpec) {
+        cmd.arg("--manifest-path").arg(&spec.manifest_path);
+        cmd.args(["-p", &spec.package]);
+        for bin in std::iter::once(&spec.bin).chain(&spec.probe_bins()) {
+            cmd.args(["--bin", bin]);
+        }
+        if let Some(t) = &self.target {
+            cmd.args(["--target", t]);
+        }
+        if let Some(p) = &self.profile {
+            cmd.args(["--profile", p]);
+        } else if self.release {
+            cmd.arg("--release");
+        }
+        if !self.features.is_empty() {
+            cmd.args(["--features", &self.features.join(",")]);
+        }
+        for (on, flag) in [
+            (self.all_features, "--all-features"),
+            (self.no_default_features, "--no-default-features"),
+            (self.locked, "--locked"),
+            (self.frozen, "--frozen"),
+            (self.offline, "--offline"),
+            (self.quiet, "--quiet"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
+        }
+        for _ in 0..self.verbose {
+            cmd.arg("-v");
+        }
+        if let Some(d) = &self.target_dir {
+            cmd.arg("--target-dir").arg(d);
+        }
+    }
+}
+
+/// Builds the spec's binary with the user's cargo and returns the executable.
+pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
+    let mut cmd = Command::new(cargo_program());
+    cmd.arg("build")
+        .arg("--message-format=json-render-diagnostics");
+    flags.apply(&mut cmd, spec);
+    cmd.current_dir(&spec.package_dir);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .context("could not start cargo (is it on PATH, or is $CARGO right?)")?;
+    let stdout = child.stdout.take().context("cargo's stdout is not piped")?;
+
+    let mut found = std::collections::BTreeMap::new();
+    for msg in Message::parse_stream(BufReader::new(stdout)) {
+        let msg = msg.context("could not read cargo's output")?;
+        if let Message::CompilerArtifact(a) = msg {
+            if a.target.kind.contains(&TargetKind::Bin) {
+                if let Some(exe) = a.executable {
+                    found.insert(a.target.name.clone(), exe.into_std_path_buf());
+                }
+            }
+        }
+    }
+    let status = child.wait().context("cargo did not finish")?;
+    if !status.success() {
+        bail!("cargo build failed ({status}); see its messages above");
+    }
+    let mut take = |bin: &String| {
+        found
+            .remove(bin)
+            .with_context(|| format!("cargo built no executable for binary `{bin}`"))
+    };
+    let path = take(&spec.bin)?;
+    let extra = spec
+        .probe_bins()
+        .iter()
+        .map(|b| Ok((b.clone(), take(b)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let target = target_of(flags, spec, &path)?;
+    Ok(Artifact {
+        path,
+        target,
+        extra,
+    })
+}
+
+/// Finds what an earlier `cargo build` left in the target directory (`--no-build`).
+pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
+    let path = existing_bin(flags, spec, &spec.bin)?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut extra = Vec::new();
+    for b in spec.probe_bins() {
+        let p = dir.join(&b);
+        if !p.is_file() {
+            return Err(UsageError::new(format!(
+                "--no-build: the probe binary `{b}` was not built at {}",
+                p.display()
+            ))
+            .hint("run `cargo build` for every binary first, or drop --no-build")
+            .into());
+        }
+        extra.push((b, p));
+    }
+    let target = target_of(flags, spec, &path)?;
+    Ok(Artifact {
+        path,
+        target,
+        extra,
+    })
+}
+
+fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathBuf> {
+    let target_dir = flags
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| spec.target_directory.clone());
+    let profile_dir = match flags.profile_name() {
+        "dev" | "test" => "debug",
+        "release" | "bench" => "release",
+        other => other,
+    };
+    let mut candidates = Vec::new();
+    match &flags.target {
+        Some(t) => candidates.push(target_dir.join(t).join(profile_dir).join(bin)),
+        None => {
+            candidates.push(target_dir.join(profile_dir).join(bin));
+            // A target chosen by `build.target` in .cargo/config.toml puts it one level down.
+            if let Ok(rd) = std::fs::read_dir(&target_dir) {
+                let mut more: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path().join(profile_dir).join(bin))
+                    .filter(|p| p.is_file())
+                    .collect();
+                more.sort();
+                candidates.extend(more);
+            }
+        }
+    }
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        return Err(UsageError::new(format!(
+            "--no-build: no `{}` was built for profile `{}` under {}",
+            bin,
+            flags.profile_name(),
+            target_dir.display()
+        ))
+        .hint("run `cargo build` with the same flags first, or drop --no-build")
+        .into());
+    };
+    Ok(path.clone())
+}
+
+/// The target triple of an artifact: `--target`, else the directory cargo put it under, else the host.
+fn target_of(flags: &CargoFlags, spec: &ImageSpec, exe: &Path) -> Result<String> {
+    if let Some(t) = &flags.target {
+        return Ok(t.clone());
+    }
+    // <target-dir>/<triple>/<profile>/<bin> when a target was chosen (flag or .cargo/config.toml)
+    let target_dir = flags
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| spec.target_directory.clone());
+    let target_dir = target_dir.canonicalize().unwrap_or(target_dir);
+    if let Some(dir) = exe.parent().and_then(Path::parent) {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        if dir != target_dir && dir.parent() == Some(target_dir.as_path()) {
+            if let Some(name) = dir.file_name().and_then(|n| n.to_str()) {
+                return Ok(name.to_string());
+            }
+        }
+    }
+    host_triple(&spec.package_dir)
+}
+
+/// The host triple of the user's toolchain (`rustc -vV`).
+pub fn host_triple(dir: &Path) -> Result<String> {
+    let out = rustc_version_verbose(dir)?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("`rustc -vV` printed no host triple")
+}
+
+/// `rustc -vV` of the toolchain cargo uses in `dir`, run once per directory and process (see
+/// [`prefetch_rustc_version`]).
+pub fn rustc_version_verbose(dir: &Path) -> Result<String> {
+    crate::util::prefetch::once(RUSTC_VV, dir, |d| {
+        run_rustc_version_verbose(d).map_err(|e| format!("{e:#}"))
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+const RUSTC_VV: &str = "rustc -vV";
+
+/// Starts `rustc -vV` in `dir` in the background, so that its answer is ready when the build
+/// needs it.
+pub fn prefetch_rustc_version(dir: &Path) {
+    crate::util::prefetch::start(RUSTC_VV, dir, |d| {
+        run_rustc_version_verbose(d).map_err(|e| format!("{e:#}"))
+    });
+}
+
+fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .current_dir(dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not run {} -vV", rustc.to_string_lossy()))?;
+    if !out.status.success() {
+        bail!("{} -vV failed", rustc.to_string_lossy());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

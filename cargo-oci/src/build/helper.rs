@@ -1,0 +1,110 @@
+//! Compiles the contract helper (the program behind `/bin/entrypoint`, `/bin/runtime`, ...) for
+//! the image's target with the user's own toolchain and caches it under the target directory.
+//! Its source is embedded in cargo-oci; being std-only, its closure is libc's, a subset of any
+//! Rust service's, and it is static for static targets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::build::cargo::{cargo_program, rustc_version_verbose};
+use crate::oci::store;
+
+/// The helper's source code.
+pub const SOURCE: &str = include_str!("../../helper/main.rs");
+
+const MANIFEST: &str = r#"[package]
+name = "cargo-oci-helper"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[[bin]]
+name = "cargo-oci-helper"
+path = "main.rs"
+
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+debug = false
+"#;
+
+/// Returns the path of the helper built for `target`, building it when the cache has none.
+/// `package_dir` is where the user's cargo configuration (linkers, rustflags) applies.
+pub fn ensure(target_dir: &Path, target: &str, package_dir: &Path) -> Result<PathBuf> {
+    let root = target_dir.join("oci").join(".helper");
+    let mut h = Sha256::new();
+    for part in [
+        SOURCE,
+        MANIFEST,
+        target,
+        &rustc_version_verbose(package_dir)?,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        h.update(std::env::var(var).unwrap_or_default().as_bytes());
+        h.update([0]);
+    }
+    let key = hex::encode(&h.finalize()[..8]);
+    let cached = root.join("bin").join(format!("{target}-{key}"));
+    if cached.is_file() {
+        return Ok(cached);
+    }
+
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).with_context(|| format!("cannot create {}", src.display()))?;
+    write_if_changed(&src.join("Cargo.toml"), MANIFEST)?;
+    write_if_changed(&src.join("main.rs"), SOURCE)?;
+    let build_dir = root.join("target");
+    let status = Command::new(cargo_program())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            target,
+            "--manifest-path",
+        ])
+        .arg(src.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&build_dir)
+        .current_dir(package_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .context("could not run cargo to build the contract helper")?;
+    if !status.success() {
+        bail!(
+            "building the contract helper for {target} failed ({status}); is the target installed (`rustup target add {target}`)?"
+        );
+    }
+    let built = build_dir
+        .join(target)
+        .join("release")
+        .join("cargo-oci-helper");
+    // Builds running at the same time may both get here: each copies to a file of its own, and
+    // the last rename wins (the contents are the same).
+    let tmp = store::unique_temp_path(&root.join("bin"), "helper")?;
+    std::fs::copy(&built, &tmp).with_context(|| format!("cannot copy {}", built.display()))?;
+    std::fs::rename(&tmp, &cached)
+        .with_context(|| format!("cannot move the contract helper to {}", cached.display()))?;
+    Ok(cached)
+}
+
+/// Replaces `path` in one rename, so that a build running beside this one never reads half a file.
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        crate::util::fs::write_atomic(path, |w| Ok(w.write_all(text.as_bytes())?))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! From a resolved configuration to an image in the blob store: cargo, the contract helper, the
+//! ELF closure, the layer plan, layer writing with its cache, the base image underneath. Ends at
+//! a built image in the store; where it goes next is the sinks' job.
+
+pub mod assemble;
+pub mod cargo;
+pub mod closure;
+pub mod helper;
+pub mod layer_cache;
+pub mod layer_writer;
+pub mod layering;
+pub mod ldcache;
+pub mod pipeline;
+pub mod plan;
+pub mod rebase;
+pub mod tools;

@@ -1,0 +1,351 @@
+//! The `build` pipeline, one stage after another: metadata → cargo build → closure → plan →
+//! layers → image. Each stage is its own module; this one only wires them in order, in two
+//! steps: [`configure`] (the metadata, so that a command can check its destination before any
+//! build work) and [`build`], which ends at the images in the blob store and writes nothing else.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::build::cargo::{self, Artifact, CargoFlags};
+use crate::build::closure::{self, Closure, ClosureOptions, Executable};
+use crate::build::layer_cache::LayerCache;
+use crate::build::plan::{self, CA_BUNDLE};
+use crate::build::tools;
+use crate::config::metadata::{self, ImageSpec, Selection};
+use crate::oci::compress::{Codec, Compression};
+use crate::oci::image::{Image, Platform};
+use crate::oci::store::Store;
+use crate::util::error::UsageError;
+use crate::util::reporter::{self, Reporter};
+
+/// What `cargo oci build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub selection: Selection,
+    pub cargo: CargoFlags,
+    pub no_build: bool,
+    /// Also build the debug variant (`--debug`), whatever the metadata says.
+    pub debug: bool,
+    /// How layers are compressed.
+    pub compression: Codec,
+}
+
+/// The configuration of a build, read before anything is built.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    pub spec: ImageSpec,
+    /// The target directory in use.
+    pub target_dir: PathBuf,
+}
+
+impl Configured {
+    /// Where cargo-oci keeps its own files: `target/oci`.
+    pub fn oci_dir(&self) -> PathBuf {
+        self.target_dir.join("oci")
+    }
+
+    /// The blob store every image of this target directory is built into.
+    pub fn store(&self) -> Result<Store> {
+        Store::open(&self.oci_dir().join(".store"))
+    }
+
+    /// The default OCI layout of the image: `target/oci/<name>`.
+    pub fn default_layout(&self) -> PathBuf {
+        self.oci_dir().join(self.spec.name.short())
+    }
+}
+
+/// The result of a build: the images in the store and the records of how they were made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub spec: ImageSpec,
+    pub image: Image,
+    /// The debug variant, when built.
+    pub debug: Option<Image>,
+    pub closure: Closure,
+    /// What each layer holds (the debug variant's layer included), for `cargo oci inspect`.
+    pub plan: plan::Plan,
+    /// The store holding every blob of the images.
+    pub store: Store,
+}
+
+impl Built {
+    /// The image, then its debug variant when there is one.
+    pub fn images(&self) -> Vec<&Image> {
+        std::iter::once(&self.image)
+            .chain(self.debug.as_ref())
+            .collect()
+    }
+}
+
+/// Reads the metadata: the image's description and the target directory.
+pub fn configure(req: &BuildRequest) -> Result<Configured> {
+    let mut sel = req.selection.clone();
+    sel.manifest_path = sel
+        .manifest_path
+        .or_else(|| req.cargo.manifest_path.clone());
+    // Most builds run in the package's directory: start the probes there during cargo metadata.
+    let guess = match &sel.manifest_path {
+        Some(m) => m.parent().and_then(|d| d.canonicalize().ok()),
+        None => std::env::current_dir().ok(),
+    };
+    if let Some(dir) = guess {
+        cargo::prefetch_rustc_version(&dir);
+        metadata::prefetch_revision(&dir);
+    }
+    let meta = metadata::cargo_metadata(&sel)?;
+    let package = metadata::select_package(&meta, &sel)?;
+    let mut spec = metadata::image_spec(&meta, package, &sel)?;
+    if req.debug && spec.debug.is_none() {
+        spec.debug = Some(metadata::DebugSpec::default());
+    }
+    // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
+    cargo::prefetch_rustc_version(&spec.package_dir);
+    let target_dir = req
+        .cargo
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| spec.target_directory.clone());
+    Ok(Configured { spec, target_dir })
+}
+
+/// Builds the binary and assembles the images into the store.
+pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<Built> {
+    let Configured { spec, target_dir } = conf;
+    let artifact = if req.no_build {
+        cargo::existing(&req.cargo, &spec)?
+    } else {
+        cargo::build(&req.cargo, &spec)?
+    };
+    report.status(
+        "Packaging",
+        &format!("{} ({})", spec.name, artifact.path.display()),
+    );
+    let (image, debug, closure, plan) =
+        assemble(&spec, &artifact, &target_dir, req.compression, report)?;
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    Ok(Built {
+        spec,
+        image,
+        debug,
+        closure,
+        plan,
+        store,
+    })
+}
+
+/// From the built executables to the images (standard, and debug when asked) in the store.
+fn assemble(
+    spec: &ImageSpec,
+    artifact: &Artifact,
+    target_dir: &Path,
+    codec: Codec,
+    report: &Reporter,
+) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
+    let info = closure::inspect(&artifact.path)?;
+    let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
+    let helper = crate::build::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
+    let runtime_inputs = tools::runtime_inputs(&spec.runtime_inputs, info.machine)?;
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let base = match &spec.from {
+        Some(from) => Some(crate::source::load(
+            from,
+            &store,
+            &platform.architecture,
+            report,
+        )?),
+        None => None,
+    };
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    if base_layers + usize::from(spec.debug.is_some()) >= spec.max_layers {
+        return Err(UsageError::new(format!(
+            "the base image has {base_layers} layers: `max-layers = {}` leaves none for the image's own",
+            spec.max_layers
+        ))
+        .hint("raise `max-layers` in [package.metadata.oci], or use a base with fewer layers")
+        .into());
+    }
+
+    let mut executables = vec![
+        Executable {
+            host_path: artifact.path.clone(),
+            image_path: format!("{}/{}", plan::IMAGE_PATH, spec.bin),
+        },
+        Executable {
+            host_path: helper.clone(),
+            image_path: "/bin/entrypoint".into(),
+        },
+    ];
+    for (bin, path) in &artifact.extra {
+        executables.push(Executable {
+            host_path: path.clone(),
+            image_path: format!("{}/{bin}", plan::IMAGE_PATH),
+        });
+    }
+    executables.extend(runtime_inputs.iter().filter_map(tools::Program::executable));
+    let opts = ClosureOptions {
+        extra_libs: spec.extra_libs.clone(),
+        ..ClosureOptions::default()
+    };
+    let closure = closure::resolve(&executables, &opts)?;
+
+    let debug_tools = spec
+        .debug
+        .as_ref()
+        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine))
+        .transpose()?;
+    let debug_closure = match &debug_tools {
+        Some(t) => {
+            let exes: Vec<Executable> = t
+                .programs
+                .iter()
+                .filter_map(tools::Program::executable)
+                .collect();
+            let mut c = closure::resolve(&exes, &ClosureOptions::default())?;
+            c.objects
+                .retain(|o| !closure.objects.iter().any(|s| s.image_path == o.image_path));
+            Some(c)
+        }
+        None => None,
+    };
+
+    let ca_bundle = if spec.ca_certificates {
+        let p = PathBuf::from(CA_BUNDLE);
+        if !p.is_file() {
+            return Err(UsageError::new(format!("the host has no CA bundle at {CA_BUNDLE} to put in the image"))
+                .hint("install the ca-certificates package, or set `ca-certificates = false` in [package.metadata.oci]")
+                .into());
+        }
+        Some(p)
+    } else {
+        None
+    };
+
+    let mut plan = plan::plan(&plan::Inputs {
+        spec,
+        service: artifact.path.clone(),
+        helper,
+        closure: &closure,
+        ca_bundle,
+        runtime_inputs: &runtime_inputs,
+        probe_bins: &artifact.extra,
+        debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
+    })?;
+    // The debug variant adds one layer on top: keep room for it in the budget.
+    let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
+    plan.layers = crate::build::layering::fit(plan.layers, budget);
+    let all: Vec<&plan::LayerPlan> = plan
+        .layers
+        .iter()
+        .chain(plan.debug_layer.as_ref())
+        .collect();
+    let mut layers = write_layers(&store, target_dir, &all, spec.mtime, codec, report)?;
+    let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
+    let user_path = spec.env.contains_key("PATH");
+    let mut image =
+        crate::build::assemble::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
+    if let Some(base) = &base {
+        image = crate::build::rebase::rebase(&store, image, base, user_path)?;
+    }
+    report.detail(&format!(
+        "closure: {} objects; {} layers, {} bytes compressed",
+        closure.objects.len(),
+        image.layers.len(),
+        image.layers.iter().map(|l| l.blob.size).sum::<u64>()
+    ));
+    let debug = match debug_layer {
+        Some(dl) => {
+            let mut all = layers;
+            all.push(dl);
+            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
+            let mut d = crate::build::assemble::assemble(
+                &store,
+                spec,
+                &plan.env,
+                all,
+                &platform,
+                Some(tags.clone()),
+            )?;
+            if let Some(base) = &base {
+                d = crate::build::rebase::rebase(&store, d, base, user_path)?;
+                d.tags = tags;
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    Ok((image, debug, closure, plan))
+}
+
+/// Writes every layer at once (through the layer cache): the small ones compress while the big
+/// one does, instead of leaving cores idle at the end of each layer. Reports what it did.
+fn write_layers(
+    store: &Store,
+    target_dir: &Path,
+    all: &[&plan::LayerPlan],
+    mtime: u64,
+    codec: Codec,
+    report: &Reporter,
+) -> Result<Vec<crate::oci::layer::Layer>> {
+    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
+    let comp = Compression::new(codec);
+    let total = all
+        .iter()
+        .map(|l| crate::build::layer_writer::tar_size_estimate(l))
+        .sum();
+    let progress = report.progress("Compressing", &format!("{} layers", all.len()), Some(total));
+    let layers = std::thread::scope(|s| {
+        let jobs: Vec<_> = all
+            .iter()
+            .map(|l| {
+                let (progress, cache, store) = (&progress, &cache, &store);
+                s.spawn(move || {
+                    let written = cache.layer(store, l, mtime, comp);
+                    progress.inc(crate::build::layer_writer::tar_size_estimate(l));
+                    written
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a layer writer panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let reused = layers.iter().filter(|l| l.reused).count();
+    progress.finish(
+        if reused == layers.len() {
+            "Reused"
+        } else {
+            "Compressed"
+        },
+        &format!(
+            "{} layers: {} -> {}{}",
+            layers.len(),
+            reporter::bytes(layers.iter().map(|l| l.tar_size).sum()),
+            reporter::bytes(layers.iter().map(|l| l.blob.size).sum()),
+            if reused > 0 {
+                format!(" ({reused} unchanged, reused)")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let width = layers.iter().map(|l| l.role.len()).max().unwrap_or(0);
+    for l in &layers {
+        report.status(
+            "",
+            &format!(
+                "{:<width$}  {:>10} -> {:>10}  {}{}",
+                l.role,
+                reporter::bytes(l.tar_size),
+                reporter::bytes(l.blob.size),
+                &l.blob.digest[..19.min(l.blob.digest.len())],
+                if l.reused { "  reused" } else { "" }
+            ),
+        );
+    }
+    Ok(layers)
+}

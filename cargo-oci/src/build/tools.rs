@@ -1,0 +1,189 @@
+//! Finds the host programs an image carries besides the service: runtime inputs (on the image's
+//! PATH) and the debug variant's tools (busybox, or bash and coreutils), and decides where each
+//! goes in the image.
+
+use std::path::{Path, PathBuf};
+
+use crate::build::closure;
+use crate::util::error::UsageError;
+
+/// A host program and where it goes in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub host_path: PathBuf,
+    /// Absolute path in the image.
+    pub image_path: String,
+    /// Whether it is an ELF file (whose closure must come along).
+    pub elf: bool,
+}
+
+impl Program {
+    /// The program as an executable whose closure the image needs (ELF files only).
+    pub fn executable(&self) -> Option<closure::Executable> {
+        self.elf.then(|| closure::Executable {
+            host_path: self.host_path.clone(),
+            image_path: self.image_path.clone(),
+        })
+    }
+}
+
+/// Where the debug tools live in the debug image.
+pub const DEBUG_BIN: &str = "/debug/bin";
+
+/// The debug variant's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugTools {
+    pub programs: Vec<Program>,
+    /// Symlinks `(image path, target)`, e.g. busybox applets.
+    pub links: Vec<(String, String)>,
+    /// The shell `/bin/debug` starts.
+    pub shell: String,
+}
+
+/// Looks a program up: a path is used as is, a bare name is searched on PATH (as `which`).
+pub fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The runtime inputs, each at the path it has on the host (so its `$ORIGIN` still holds).
+pub fn runtime_inputs(names: &[String], machine: u16) -> Result<Vec<Program>, UsageError> {
+    names
+        .iter()
+        .map(|n| {
+            let host = which(n).ok_or_else(|| {
+                UsageError::new(format!("`package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH"))
+                    .hint("install it on the build host, or name it by its full path")
+            })?;
+            let image_path = host.to_string_lossy().into_owned();
+            program(host, image_path, machine, "runtime-inputs")
+        })
+        .collect()
+}
+
+fn program(
+    host: PathBuf,
+    image_path: String,
+    machine: u16,
+    key: &str,
+) -> Result<Program, UsageError> {
+    match closure::inspect(&host) {
+        Ok(info) if info.machine != machine => Err(UsageError::new(format!(
+            "`package.metadata.oci.{key}`: {} is built for another CPU (ELF machine {}) than the service ({machine})",
+            host.display(),
+            info.machine
+        ))
+        .hint("name a program built for the image's architecture")),
+        Ok(_) => Ok(Program { host_path: host, image_path, elf: true }),
+        Err(closure::ClosureError::NotElf { .. }) => Ok(Program { host_path: host, image_path, elf: false }),
+        Err(e) => Err(UsageError::new(format!("`package.metadata.oci.{key}`: {e}"))),
+    }
+}
+
+const COREUTILS: &[&str] = &[
+    "cat", "chmod", "cp", "date", "df", "du", "echo", "env", "false", "head", "id", "ln", "ls",
+    "mkdir", "mv", "printf", "pwd", "rm", "sleep", "sort", "stat", "tail", "tee", "touch", "true",
+    "uname", "wc",
+];
+
+/// The debug tools: the ones named, or by default a static busybox when the host has one, else
+/// bash and coreutils.
+pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools, UsageError> {
+    let names: Vec<String> = match named {
+        Some(n) => n.to_vec(),
+        None => match which("busybox").filter(|p| closure::inspect(p).is_ok_and(|i| i.is_static)) {
+            Some(_) => vec!["busybox".into()],
+            None => {
+                let mut v = vec!["bash".to_string()];
+                v.extend(
+                    COREUTILS
+                        .iter()
+                        .filter(|c| which(c).is_some())
+                        .map(|c| c.to_string()),
+                );
+                v
+            }
+        },
+    };
+    let mut programs = Vec::new();
+    let mut links = Vec::new();
+    for n in &names {
+        let host = which(n).ok_or_else(|| {
+            UsageError::new(format!(
+                "`package.metadata.oci.debug.inputs`: `{n}` is not a file or a program on PATH"
+            ))
+            .hint("install it on the build host (e.g. busybox-static), or name it by its full path")
+        })?;
+        let base = host
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_else(|| n.clone());
+        let p = program(
+            host.clone(),
+            format!("{DEBUG_BIN}/{base}"),
+            machine,
+            "debug.inputs",
+        )?;
+        if base == "busybox" {
+            for applet in busybox_applets(&host) {
+                if applet != "busybox" && !names.contains(&applet) {
+                    links.push((format!("{DEBUG_BIN}/{applet}"), "busybox".to_string()));
+                }
+            }
+        }
+        programs.push(p);
+    }
+    programs.sort_by(|a, b| a.image_path.cmp(&b.image_path));
+    programs.dedup_by(|a, b| a.image_path == b.image_path);
+    links.sort();
+    links.dedup();
+    let has = |name: &str| {
+        let path = format!("{DEBUG_BIN}/{name}");
+        programs.iter().any(|p| p.image_path == path) || links.iter().any(|(l, _)| *l == path)
+    };
+    let shell = ["sh", "bash", "ash", "dash"]
+        .into_iter()
+        .find(|s| has(s))
+        .map(|s| format!("{DEBUG_BIN}/{s}"))
+        .ok_or_else(|| {
+            UsageError::new(
+                "`package.metadata.oci.debug.inputs` has no shell (sh, bash, ash or dash)",
+            )
+            .hint("add \"busybox\" or \"bash\" to debug.inputs")
+        })?;
+    Ok(DebugTools {
+        programs,
+        links,
+        shell,
+    })
+}
+
+/// The applets a busybox binary offers (`busybox --list`), sorted; none if it cannot run here.
+fn busybox_applets(busybox: &Path) -> Vec<String> {
+    let out = std::process::Command::new(busybox)
+        .arg("--list")
+        .stderr(std::process::Stdio::null())
+        .output();
+    let mut v: Vec<String> = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains('/'))
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    v.sort();
+    v
+}

@@ -1,0 +1,8 @@
+//! The commands that are more than "build, then a sink": inspecting a build, joining archives,
+//! starting a package.
+
+pub mod build;
+pub mod init;
+pub mod inspect;
+pub mod merge;
+pub mod template;

@@ -1,0 +1,78 @@
+//! A layer in the blob store: its blob, its `diff_id` and sizes, its media type and role.
+
+use std::io::{self, Read};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::oci::compress;
+use crate::oci::store::{self, Blob, Store};
+
+pub use crate::oci::compress::{MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
+
+/// A layer in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The compressed blob.
+    pub blob: Blob,
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the uncompressed tar.
+    pub tar_size: u64,
+    pub media_type: String,
+    /// What the layer holds, for history.
+    pub role: String,
+    /// Taken from the layer cache rather than written by this run.
+    #[serde(skip)]
+    pub reused: bool,
+}
+
+impl Layer {
+    /// The layer's uncompressed tar, read from its blob in `store` through the decoder its media
+    /// type names: every reader of a layer goes through here, so none picks a codec by hand.
+    /// The stream fails if it ends before `tar_size` bytes.
+    pub fn open_tar<'a>(&self, store: &Store) -> Result<Box<dyn Read + 'a>> {
+        let blob = store::open(&store.path(&self.blob.digest))?;
+        let plain = compress::decoder(&self.media_type, blob)?;
+        Ok(Box::new(Exact::new(
+            plain,
+            self.tar_size,
+            format!("layer {}", self.blob.digest),
+        )))
+    }
+}
+
+/// Reads exactly `size` bytes, failing if the source ends early (a file that shrank while it was
+/// being read, a truncated blob), so that no archive entry is ever shorter than its header says.
+pub(crate) struct Exact<R> {
+    inner: io::Take<R>,
+    left: u64,
+    what: String,
+}
+
+impl<R: Read> Exact<R> {
+    pub(crate) fn new(inner: R, size: u64, what: String) -> Self {
+        Exact {
+            inner: inner.take(size),
+            left: size,
+            what,
+        }
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} ended {} bytes early (did it change while being read?)",
+                    self.what, self.left
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

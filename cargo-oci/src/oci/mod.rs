@@ -1,0 +1,10 @@
+//! The image vocabulary, knowing nothing of Cargo or builds: the blob store, digests, codecs,
+//! layers, images and names, and how layers flatten to a file tree. Everything above speaks it.
+
+pub mod compress;
+pub mod flatten;
+pub mod image;
+pub mod layer;
+pub mod reference;
+pub mod store;
+pub mod untrusted;

@@ -1,0 +1,105 @@
+//! Single-file outputs: the OCI archive (an image layout in a tar) and the docker-archive
+//! (`docker save`'s format: uncompressed layers, `manifest.json`), to a file or a stream.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::oci::image::Image;
+use crate::oci::store::{self, Store};
+use crate::sink::layout::{blob_digests, index_json, OCI_LAYOUT};
+
+/// A tar header for a regular file of an archive output.
+fn file_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
+
+fn dir_header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_size(0);
+    h
+}
+
+/// Writes the image as an OCI archive (an image layout in a tar).
+pub fn write_oci_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
+    let mut b = tar::Builder::new(out);
+    b.append_data(
+        &mut file_header(OCI_LAYOUT.len() as u64),
+        "oci-layout",
+        OCI_LAYOUT,
+    )?;
+    let index = index_json(images)?;
+    b.append_data(
+        &mut file_header(index.len() as u64),
+        "index.json",
+        index.as_slice(),
+    )?;
+    for d in ["blobs/", "blobs/sha256/"] {
+        b.append_data(&mut dir_header(), d, io::empty())?;
+    }
+    for d in blob_digests(images) {
+        let path = store.path(d);
+        let f = store::open(&path)?;
+        let size = f.metadata()?.len();
+        b.append_data(
+            &mut file_header(size),
+            format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            f,
+        )?;
+    }
+    b.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// Writes images as one docker-archive (`docker save` layout, uncompressed layers, each layer
+/// once however many images share it).
+pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
+    let mut b = tar::Builder::new(out);
+    let mut written = BTreeSet::new();
+    let mut manifest = Vec::new();
+    for image in images {
+        let config_name = format!("{}.json", image.config.hex());
+        if written.insert(config_name.clone()) {
+            let config = std::fs::read(store.path(&image.config.digest))
+                .context("cannot read the image config")?;
+            b.append_data(
+                &mut file_header(config.len() as u64),
+                &config_name,
+                config.as_slice(),
+            )?;
+        }
+        let mut layer_names = Vec::new();
+        for l in &image.layers {
+            let hex = l.diff_id.trim_start_matches("sha256:");
+            let name = format!("{hex}/layer.tar");
+            if written.insert(name.clone()) {
+                b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
+                b.append_data(&mut file_header(l.tar_size), &name, l.open_tar(store)?)?;
+            }
+            layer_names.push(name);
+        }
+        manifest.push(json!({
+            "Config": config_name,
+            "RepoTags": image.references(),
+            "Layers": layer_names,
+        }));
+    }
+    let manifest = serde_json::to_vec(&manifest)?;
+    b.append_data(
+        &mut file_header(manifest.len() as u64),
+        "manifest.json",
+        manifest.as_slice(),
+    )?;
+    b.into_inner()?.flush()?;
+    Ok(())
+}

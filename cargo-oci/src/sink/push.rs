@@ -1,0 +1,466 @@
+//! The registry sink of `cargo oci push`: sends built images from the blob store to their
+//! registry: blobs first (skipped when present, mounted from another repository of the same
+//! registry when known there, else uploaded, a few at a time), then the manifest by digest, and
+//! only then each tag. A push that fails before the manifest leaves every tag where it was.
+//!
+//! The registry protocol lives in [`crate::registry`]; this module decides what to send.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::oci::image::Image;
+use crate::oci::reference::ImageName;
+use crate::oci::store::Store;
+use crate::registry::auth::{self, Credential};
+use crate::registry::{BlobFile, Client, ClientOptions, Mount};
+use crate::sink::{Delivered, Sink};
+use crate::util::reporter::Reporter;
+
+/// The OCI image manifest media type, as the image module writes it.
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A registry to push to, and how.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// Push to this name instead of the image's own.
+    pub destination: Option<ImageName>,
+    /// From `--username` and `--password-stdin`; else looked up in the credential stores.
+    pub credential: Option<Credential>,
+    pub client: ClientOptions,
+    /// Blobs sent at the same time.
+    pub jobs: usize,
+    /// Blobs larger than this go up in chunks of this size.
+    pub chunk_size: u64,
+    /// Where the record of which repositories hold which blobs is kept (for mounts).
+    pub cache_dir: PathBuf,
+}
+
+/// How each blob got to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Transfer {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+/// The result of a push.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub name: ImageName,
+    pub image: Image,
+    /// Each blob's digest and how it was transferred.
+    pub blobs: Vec<(String, Transfer)>,
+    pub uploaded_bytes: u64,
+}
+
+impl Pushed {
+    pub fn count(&self, t: Transfer) -> usize {
+        self.blobs.iter().filter(|(_, x)| *x == t).count()
+    }
+}
+
+impl Sink for PushRequest {
+    fn kind(&self) -> &'static str {
+        "registry"
+    }
+    /// Pushes the image, then its debug variant when there is one; one result per image.
+    fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered> {
+        let pushed = images
+            .iter()
+            .map(|image| {
+                let name = self
+                    .destination
+                    .clone()
+                    .unwrap_or_else(|| image.name.clone());
+                push_image(store, image, &name, self, &self.cache_dir, report)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Delivered::Registry(pushed))
+    }
+}
+
+/// Pushes an image of the store to `name`'s registry; `cache_dir` keeps which repositories
+/// have which blobs, for mounts.
+pub fn push_image(
+    store: &Store,
+    image: &Image,
+    name: &ImageName,
+    req: &PushRequest,
+    cache_dir: &Path,
+    report: &Reporter,
+) -> Result<Pushed> {
+    let registry = name.registry.as_str();
+    let repo = name.repository.as_str();
+    let credential = match &req.credential {
+        Some(c) => Some(c.clone()),
+        None => auth::lookup(registry)
+            .map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))?,
+    };
+    if let Some(c) = &credential {
+        report.detail(&format!("credentials for {registry}: {}", c.describe()));
+    }
+
+    let mut blobs: Vec<BlobFile> = Vec::new();
+    for b in image.layers.iter().map(|l| &l.blob).chain([&image.config]) {
+        if !blobs.iter().any(|x| x.digest == b.digest) {
+            blobs.push(BlobFile {
+                digest: b.digest.clone(),
+                size: b.size,
+                path: store.path(&b.digest),
+            });
+        }
+    }
+    // The largest first, so that parallel uploads finish together.
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+
+    let cache_path = cache_dir.join(".registry-blobs.json");
+    let mut known = KnownBlobs::load(&cache_path);
+    let sources: BTreeMap<String, Vec<String>> = blobs
+        .iter()
+        .map(|b| {
+            (
+                b.digest.clone(),
+                known.repositories(registry, &b.digest, repo),
+            )
+        })
+        .collect();
+    let mut scopes = vec![format!("repository:{repo}:pull,push")];
+    for r in sources.values().flatten().collect::<BTreeSet<_>>() {
+        scopes.push(format!("repository:{r}:pull"));
+    }
+    let mut client = Client::new(registry, credential, scopes, req.client.clone())?;
+    client.check()?;
+
+    let total: u64 = blobs.iter().map(|b| b.size).sum();
+    report.status(
+        "Pushing",
+        &format!(
+            "{name} ({} blobs, {}) to {registry}",
+            blobs.len(),
+            crate::util::reporter::bytes(total)
+        ),
+    );
+    let progress = Progress::default();
+    let results = transfer_blobs(
+        &client, repo, &blobs, &sources, req, &progress, report, total,
+    )?;
+
+    // Every blob is confirmed in the repository: now the manifest, by digest, then the tags.
+    let manifest = std::fs::read(store.path(&image.manifest.digest))
+        .with_context(|| format!("cannot read the manifest {}", image.manifest.digest))?;
+    client
+        .put_manifest(
+            repo,
+            &image.manifest.digest,
+            MANIFEST_MEDIA_TYPE,
+            &manifest,
+            &image.manifest.digest,
+        )
+        .with_context(|| {
+            format!("the manifest was not pushed: no tag of {name} was changed (the blobs are in place; run the push again)")
+        })?;
+    let mut moved: Vec<&str> = Vec::new();
+    for tag in &image.tags {
+        client
+            .put_manifest(
+                repo,
+                tag,
+                MANIFEST_MEDIA_TYPE,
+                &manifest,
+                &image.manifest.digest,
+            )
+            .with_context(|| {
+                format!(
+                    "{name}@{} is pushed but tag `{tag}` could not be set; tags set: {}; run the push again to set the rest",
+                    image.manifest.digest,
+                    if moved.is_empty() { "none".to_string() } else { moved.join(", ") }
+                )
+            })?;
+        moved.push(tag);
+    }
+
+    for b in &blobs {
+        known.add(registry, &b.digest, repo);
+    }
+    if let Err(e) = known.save(&cache_path) {
+        report.warn(&format!(
+            "cannot record the pushed blobs in {}: {e:#}",
+            cache_path.display()
+        ));
+    }
+    Ok(Pushed {
+        name: name.clone(),
+        image: image.clone(),
+        blobs: results,
+        uploaded_bytes: progress.sent.load(Ordering::Relaxed),
+    })
+}
+
+/// Counters shared by the upload threads and the progress line.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    skipped: AtomicUsize,
+    mounted: AtomicUsize,
+    uploaded: AtomicUsize,
+}
+
+impl Progress {
+    /// How many of `total` blobs are there, whichever way they got there.
+    fn blobs_done(&self, total: usize) -> String {
+        let done = self.skipped.load(Ordering::Relaxed)
+            + self.mounted.load(Ordering::Relaxed)
+            + self.uploaded.load(Ordering::Relaxed);
+        format!("{done}/{total} blobs")
+    }
+}
+
+/// Sends the blobs that the repository lacks, `req.jobs` at a time.
+#[allow(clippy::too_many_arguments)]
+fn transfer_blobs(
+    client: &Client,
+    repo: &str,
+    blobs: &[BlobFile],
+    sources: &BTreeMap<String, Vec<String>>,
+    req: &PushRequest,
+    progress: &Progress,
+    report: &Reporter,
+    total: u64,
+) -> Result<Vec<(String, Transfer)>> {
+    let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
+    let results = Mutex::new(Vec::new());
+    let errors = Mutex::new(Vec::<anyhow::Error>::new());
+    let failed = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    // A bar on a terminal (nothing otherwise), fed from the counters the uploads keep.
+    let bar = report.progress("Pushing", repo, Some(total));
+    std::thread::scope(|s| {
+        let ticker = s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(progress.sent.load(Ordering::Relaxed));
+                bar.set_message(&format!("{repo} ({})", progress.blobs_done(blobs.len())));
+                for _ in 0..2 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        let workers: Vec<_> = (0..req.jobs.clamp(1, 32).min(blobs.len().max(1)))
+            .map(|_| {
+                s.spawn(|| loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some(blob) = next else { break };
+                    let from = sources.get(&blob.digest).map(Vec::as_slice).unwrap_or(&[]);
+                    match transfer_one(client, repo, blob, from, req.chunk_size, progress) {
+                        Ok(t) => {
+                            report.detail(&format!("{}: {t:?}", blob.digest));
+                            results
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((blob.digest.clone(), t));
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            if w.join().is_err() {
+                failed.store(true, Ordering::Relaxed);
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(anyhow!("an upload thread panicked"));
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        let _ = ticker.join();
+    });
+    drop(bar);
+    let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(first) = errors.drain(..).next() {
+        return Err(first.context(format!(
+            "not every blob reached {}/{repo}: the manifest was not pushed and no tag was changed",
+            client.registry
+        )));
+    }
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort();
+    Ok(results)
+}
+
+/// Gets one blob into the repository and confirms it is there.
+fn transfer_one(
+    client: &Client,
+    repo: &str,
+    blob: &BlobFile,
+    from: &[String],
+    chunk_size: u64,
+    progress: &Progress,
+) -> Result<Transfer> {
+    if client.blob_size(repo, &blob.digest)? == Some(blob.size) {
+        progress.skipped.fetch_add(1, Ordering::Relaxed);
+        return Ok(Transfer::Skipped);
+    }
+    let mut session = None;
+    let mut how = Transfer::Uploaded;
+    // One mount try: a registry that cannot mount opens an upload session instead (202).
+    if let Some(source) = from.first() {
+        match client.mount(repo, &blob.digest, source)? {
+            Mount::Mounted => how = Transfer::Mounted,
+            Mount::Upload(loc) => session = Some(loc),
+        }
+    }
+    if how == Transfer::Uploaded {
+        client.upload(repo, blob, session, chunk_size, &progress.sent)?;
+    }
+    match client.blob_size(repo, &blob.digest)? {
+        Some(n) if n == blob.size => {}
+        other => {
+            return Err(anyhow!(
+                "blob {} ({} bytes) is not in {repo} after the {}: the registry has {}",
+                blob.digest,
+                blob.size,
+                if how == Transfer::Mounted {
+                    "mount"
+                } else {
+                    "upload"
+                },
+                other.map_or("nothing".into(), |n| format!("{n} bytes"))
+            ))
+        }
+    }
+    match how {
+        Transfer::Mounted => progress.mounted.fetch_add(1, Ordering::Relaxed),
+        _ => progress.uploaded.fetch_add(1, Ordering::Relaxed),
+    };
+    Ok(how)
+}
+
+/// Which repositories of which registries hold which blobs, as far as earlier pushes from this
+/// target directory know: the candidates for cross-repository mounts. Only a hint; a wrong entry
+/// costs one refused mount.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct KnownBlobs {
+    /// registry → digest → repositories.
+    registries: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl KnownBlobs {
+    fn load(path: &Path) -> KnownBlobs {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Repositories of `registry` known to hold `digest`, besides `except`.
+    fn repositories(&self, registry: &str, digest: &str, except: &str) -> Vec<String> {
+        self.registries
+            .get(registry)
+            .and_then(|m| m.get(digest))
+            .map(|s| s.iter().filter(|r| *r != except).take(3).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn add(&mut self, registry: &str, digest: &str, repo: &str) {
+        self.registries
+            .entry(registry.to_string())
+            .or_default()
+            .entry(digest.to_string())
+            .or_default()
+            .insert(repo.to_string());
+    }
+
+    /// Writes the file, merged with what other pushes wrote meanwhile.
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut merged = KnownBlobs::load(path);
+        for (registry, digests) in &self.registries {
+            for (digest, repos) in digests {
+                for repo in repos {
+                    merged.add(registry, digest, repo);
+                }
+            }
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&serde_json::to_vec(&merged)?)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Parses `--chunk-size`: bytes, or with a `K`/`M`/`G` (KiB, MiB, GiB) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))
+}
+
+/// Where `--ca-file` and friends point, checked early.
+pub fn existing_file(p: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(p);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{p} is not a file"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn known_blobs_suggest_other_repositories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let mut k = KnownBlobs::load(&path);
+        k.add("r:5000", "sha256:a", "one");
+        k.add("r:5000", "sha256:a", "two");
+        k.save(&path).unwrap();
+        let k = KnownBlobs::load(&path);
+        assert_eq!(k.repositories("r:5000", "sha256:a", "one"), vec!["two"]);
+        assert!(k.repositories("other", "sha256:a", "x").is_empty());
+        assert!(k.repositories("r:5000", "sha256:b", "x").is_empty());
+    }
+}
