@@ -9,7 +9,6 @@ pub mod helper;
 pub mod layer_cache;
 pub mod layer_writer;
 pub mod layering;
-pub mod ldcache;
 pub mod pipeline;
 pub mod plan;
 pub mod rebase;

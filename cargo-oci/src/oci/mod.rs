@@ -5,6 +5,7 @@ pub mod compress;
 pub mod flatten;
 pub mod image;
 pub mod layer;
+pub mod platform;
 pub mod reference;
 pub mod store;
 pub mod untrusted;
