@@ -22,3 +22,6 @@ pub mod registry;
 pub mod sink;
 pub mod source;
 pub mod util;
+
+#[cfg(test)]
+mod layering_tests;
