@@ -13,7 +13,7 @@ use crate::build::cargo::{cargo_program, rustc_version_verbose};
 use crate::oci::store;
 
 /// The helper's source code.
-pub const SOURCE: &str = include_str!("../../helper/main.rs");
+pub const SOURCE: &str = include_str!("../../../contract-helper/src/main.rs");
 
 const MANIFEST: &str = r#"[package]
 name = "cargo-oci-helper"

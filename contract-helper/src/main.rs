@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, exit};
+use std::process::{exit, Command};
 use std::time::{Duration, Instant};
 
 const CONTRACT: &str = "/etc/cargo-oci/contract";
@@ -68,10 +68,14 @@ fn entrypoint(args: Vec<OsString>) -> i32 {
         if let Ok(s) = std::env::var("DEBUG_SLEEP") {
             match s.trim().trim_end_matches('s').parse::<f64>() {
                 Ok(secs) if secs >= 0.0 && secs.is_finite() => {
-                    eprintln!("entrypoint: DEBUG_SLEEP={s}: waiting {secs}s before starting {service}");
+                    eprintln!(
+                        "entrypoint: DEBUG_SLEEP={s}: waiting {secs}s before starting {service}"
+                    );
                     std::thread::sleep(Duration::from_secs_f64(secs));
                 }
-                _ => eprintln!("entrypoint: DEBUG_SLEEP={s} is not a number of seconds; not waiting"),
+                _ => {
+                    eprintln!("entrypoint: DEBUG_SLEEP={s} is not a number of seconds; not waiting")
+                }
             }
         }
     }
@@ -139,7 +143,11 @@ mod init {
             }
             if got == pid {
                 let sig = status & 0x7f;
-                return if sig == 0 { (status >> 8) & 0xff } else { 128 + sig };
+                return if sig == 0 {
+                    (status >> 8) & 0xff
+                } else {
+                    128 + sig
+                };
             }
             // Any other pid was an orphan adopted by PID 1: reaped, nothing more to do.
         }
@@ -164,7 +172,11 @@ fn runtime(args: Vec<OsString>) -> i32 {
     };
     let err = Command::new(&program).args(rest).exec();
     eprintln!("runtime: cannot run {}: {err}", program.to_string_lossy());
-    if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
 }
 
 /// `/bin/debug [SHELL ARGS...]`: a banner, then the debug shell with the debug tools and the
@@ -223,7 +235,10 @@ fn left(deadline: Instant, what: &str) -> Result<Duration, String> {
 }
 
 fn connect(addr: &str, deadline: Instant) -> Result<TcpStream, String> {
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.collect();
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .collect();
     let mut last = format!("{addr} has no address");
     for a in addrs {
         match TcpStream::connect_timeout(&a, left(deadline, &format!("connecting to {addr}"))?) {
@@ -235,31 +250,48 @@ fn connect(addr: &str, deadline: Instant) -> Result<TcpStream, String> {
 }
 
 fn http_probe(url: &str, deadline: Instant) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url} is not an http:// URL"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url} is not an http:// URL"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
     let mut s = connect(&addr, deadline)?;
-    s.set_write_timeout(Some(left(deadline, "sending the request")?)).ok();
+    s.set_write_timeout(Some(left(deadline, "sending the request")?))
+        .ok();
     let req = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: cargo-oci-probe\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| format!("cannot send the request to {url}: {e}"))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("cannot send the request to {url}: {e}"))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.contains(&b'\n') && head.len() < 4096 {
-        s.set_read_timeout(Some(left(deadline, &format!("waiting for {url}"))?)).ok();
+        s.set_read_timeout(Some(left(deadline, &format!("waiting for {url}"))?))
+            .ok();
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(format!("timed out waiting for {url}"));
             }
             Err(e) => return Err(format!("cannot read the answer of {url}: {e}")),
         }
     }
     let line = String::from_utf8_lossy(&head);
-    let status = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
     match status {
         Some(code) if (200..400).contains(&code) => Ok(()),
         Some(code) => Err(format!("{url} answered HTTP {code}")),
@@ -281,22 +313,102 @@ fn exec_probe(program: &str, args: &[&str], deadline: Instant) -> Result<(), Str
         if let Some(mut e) = stderr {
             let _ = e.read_to_string(&mut text);
         }
-        text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
     });
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
             Ok(Some(st)) => {
-                let why = said.join().ok().flatten().map(|l| format!(": {l}")).unwrap_or_default();
+                let why = said
+                    .join()
+                    .ok()
+                    .flatten()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default();
                 return Err(format!("{program} {st}{why}"));
             }
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{program} did not finish within the probe's timeout"));
+                return Err(format!(
+                    "{program} did not finish within the probe's timeout"
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("cannot wait for {program}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot HTTP server on loopback answering `status`; returns its address.
+    fn answer(status: &'static str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes());
+            }
+        });
+        addr
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn settings_are_read_by_key() {
+        let dir = std::env::temp_dir().join(format!("contract-{}", std::process::id()));
+        std::fs::write(&dir, "service=/bin/app\nargs=a\tb\nx=1=2\n").unwrap();
+        let file = dir.to_str().unwrap();
+        assert_eq!(setting_in(file, "service").as_deref(), Some("/bin/app"));
+        assert_eq!(setting_in(file, "args").as_deref(), Some("a\tb"));
+        assert_eq!(setting_in(file, "x").as_deref(), Some("1=2"));
+        assert_eq!(setting_in(file, "missing"), None);
+        assert_eq!(setting_in("/nonexistent/contract", "service"), None);
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn http_probe_reads_the_status() {
+        let ok = answer("204 No Content");
+        assert_eq!(http_probe(&format!("http://{ok}/healthz"), soon()), Ok(()));
+        let bad = answer("503 Service Unavailable");
+        let err = http_probe(&format!("http://{bad}/"), soon()).unwrap_err();
+        assert!(err.contains("HTTP 503"), "{err}");
+        let err = http_probe("https://127.0.0.1:1/", soon()).unwrap_err();
+        assert!(err.contains("not an http:// URL"), "{err}");
+    }
+
+    #[test]
+    fn probes_fail_on_closed_ports_and_past_deadlines() {
+        // Bind, then free a port: nothing listens there.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = connect(&format!("127.0.0.1:{port}"), soon()).unwrap_err();
+        assert!(err.contains("cannot connect"), "{err}");
+        let err = left(Instant::now(), "waiting").unwrap_err();
+        assert_eq!(err, "timed out waiting");
+    }
+
+    #[test]
+    fn exec_probe_follows_the_exit_status() {
+        assert_eq!(exec_probe("true", &[], soon()), Ok(()));
+        assert!(exec_probe("false", &[], soon()).is_err());
+        let err = exec_probe("/nonexistent/probe", &[], soon()).unwrap_err();
+        assert!(err.contains("cannot run"), "{err}");
     }
 }
