@@ -1,34 +1,15 @@
 //! Single-file outputs: the OCI archive (an image layout in a tar) and the docker-archive
 //! (`docker save`'s format: uncompressed layers, `manifest.json`), to a file or a stream.
 
-use std::collections::BTreeSet;
 use std::io::{self, Write};
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
+use crate::oci::archive::{dir_header, file_header};
+use crate::oci::docker_archive;
 use crate::oci::image::Image;
 use crate::oci::store::{self, Store};
 use crate::sink::layout::{blob_digests, index_json, OCI_LAYOUT};
-
-/// A tar header for a regular file of an archive output.
-fn file_header(size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_size(size);
-    h
-}
-
-fn dir_header() -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_mode(0o755);
-    h.set_mtime(0);
-    h.set_size(0);
-    h
-}
 
 /// Writes the image as an OCI archive (an image layout in a tar).
 pub fn write_oci_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
@@ -64,42 +45,26 @@ pub fn write_oci_archive(store: &Store, images: &[&Image], out: &mut dyn Write) 
 /// Writes images as one docker-archive (`docker save` layout, uncompressed layers, each layer
 /// once however many images share it).
 pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
-    let mut b = tar::Builder::new(out);
-    let mut written = BTreeSet::new();
-    let mut manifest = Vec::new();
+    let mut w = docker_archive::Writer::new(out);
     for image in images {
-        let config_name = format!("{}.json", image.config.hex());
-        if written.insert(config_name.clone()) {
-            let config = std::fs::read(store.path(&image.config.digest))
-                .context("cannot read the image config")?;
-            b.append_data(
-                &mut file_header(config.len() as u64),
-                &config_name,
-                config.as_slice(),
-            )?;
-        }
-        let mut layer_names = Vec::new();
+        let config = store::open(&store.path(&image.config.digest))
+            .context("cannot read the image config")?;
+        let config = w.member(
+            &format!("{}.json", image.config.hex()),
+            image.config.size,
+            config,
+        )?;
+        let mut layers = Vec::new();
         for l in &image.layers {
-            let hex = l.diff_id.trim_start_matches("sha256:");
-            let name = format!("{hex}/layer.tar");
-            if written.insert(name.clone()) {
-                b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
-                b.append_data(&mut file_header(l.tar_size), &name, l.open_tar(store)?)?;
-            }
-            layer_names.push(name);
+            let name = format!("{}/layer.tar", l.diff_id.trim_start_matches("sha256:"));
+            layers.push(w.member(&name, l.tar_size, l.open_tar(store)?)?);
         }
-        manifest.push(json!({
-            "Config": config_name,
-            "RepoTags": image.references(),
-            "Layers": layer_names,
-        }));
+        w.image(docker_archive::Entry {
+            config,
+            layers,
+            repo_tags: image.references(),
+        });
     }
-    let manifest = serde_json::to_vec(&manifest)?;
-    b.append_data(
-        &mut file_header(manifest.len() as u64),
-        "manifest.json",
-        manifest.as_slice(),
-    )?;
-    b.into_inner()?.flush()?;
+    w.finish()?;
     Ok(())
 }

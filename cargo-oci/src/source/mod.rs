@@ -4,7 +4,6 @@
 //! JSON is size-capped, and nothing from an archive is ever unpacked to disk. The result is a
 //! [`Base`]: gzip layers in the blob store, the base config and its history.
 
-pub mod archive;
 mod layers;
 mod registry;
 
@@ -14,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::oci::archive;
+use crate::oci::docker_archive;
 use crate::oci::layer::Layer;
 use crate::oci::reference::ImageName;
 use crate::oci::store::{digest_of, Store};
@@ -406,34 +407,22 @@ fn from_docker_archive(
     reference: Option<&str>,
     store: &Store,
 ) -> Result<Base> {
-    if !ar.contains("manifest.json") {
-        return Err(UsageError::new(format!(
-            "{} has no manifest.json: it is not a docker-archive",
+    let entries = docker_archive::read_manifest(ar).map_err(|why| {
+        UsageError::new(format!(
+            "{} is not a docker-archive: {why}",
             ar.path.display()
         ))
         .hint("for an OCI archive write `from = \"oci-archive:FILE\"`")
-        .into());
-    }
-    let manifest: Value = serde_json::from_slice(&ar.read_member("manifest.json", MAX_JSON)?)
-        .context("manifest.json is not JSON")?;
-    let entries = manifest
-        .as_array()
-        .context("manifest.json is not a list of images")?;
-    let tags_of = |e: &Value| -> Vec<String> {
-        e.get("RepoTags")
-            .and_then(Value::as_array)
-            .map(|t| {
-                t.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    })?;
     let entry = match reference {
-        Some(r) => entries.iter().find(|e| tags_of(e).iter().any(|t| t == r)),
+        Some(r) => entries.iter().find(|e| e.repo_tags.iter().any(|t| t == r)),
         None if entries.len() == 1 => entries.first(),
         None => {
-            let all: Vec<String> = entries.iter().flat_map(tags_of).collect();
+            let all: Vec<&str> = entries
+                .iter()
+                .flat_map(|e| &e.repo_tags)
+                .map(String::as_str)
+                .collect();
             return Err(UsageError::new(format!(
                 "{} holds several images ({}): say which",
                 ar.path.display(),
@@ -450,21 +439,12 @@ fn from_docker_archive(
             reference.unwrap_or("")
         )
     })?;
-    let config_name = entry
-        .get("Config")
-        .and_then(Value::as_str)
-        .context("manifest.json names no Config")?;
+    let config_name = entry.config.as_str();
     let config_bytes = ar.read_member(config_name, MAX_JSON)?;
     let config: Value =
         serde_json::from_slice(&config_bytes).context("the image config is not JSON")?;
     let diff_ids = diff_ids(&config)?;
-    let names: Vec<&str> = entry
-        .get("Layers")
-        .and_then(Value::as_array)
-        .context("manifest.json names no Layers")?
-        .iter()
-        .map(|l| l.as_str().context("a layer name is not a string"))
-        .collect::<Result<_>>()?;
+    let names = &entry.layers;
     if names.len() != diff_ids.len() {
         bail!(
             "manifest.json lists {} layers but the config {} diff_ids",

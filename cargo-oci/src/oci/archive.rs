@@ -155,6 +155,25 @@ fn resolve_dots(path: &[u8]) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// A tar header for a regular file of an archive output.
+pub fn file_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
+
+pub fn dir_header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_size(0);
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
