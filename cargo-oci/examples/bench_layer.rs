@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use cargo_oci::build::plan::{Content, Entry, LayerPlan};
-use cargo_oci::oci::compress::{Codec, Compression};
-use cargo_oci::oci::store::Store;
+use cargo_oci::bench::{Codec, Compression, Content, Entry, LayerPlan, Store};
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) -> Result<()> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -67,7 +65,7 @@ fn main() -> Result<()> {
     };
     let store = Store::open(Path::new(store))?;
     let start = Instant::now();
-    let layer = cargo_oci::build::layer_writer::write_layer(&store, &plan, 1, comp)?;
+    let layer = cargo_oci::bench::write_layer(&store, &plan, 1, comp)?;
     println!(
         "{} {} {:.3} {}",
         layer.tar_size,

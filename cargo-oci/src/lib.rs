@@ -23,5 +23,17 @@ pub mod sink;
 pub mod source;
 pub mod util;
 
+pub use cli::{parse, run, Cli};
+pub use util::error::exit_code;
+
+/// What `examples/bench_layer.rs` (the layer-writing benchmark of `scripts/bench.sh`) drives:
+/// the layer writer on a plan of its own.
+pub mod bench {
+    pub use crate::build::layer_writer::write_layer;
+    pub use crate::build::plan::{Content, Entry, LayerPlan};
+    pub use crate::oci::compress::{Codec, Compression};
+    pub use crate::oci::store::Store;
+}
+
 #[cfg(test)]
 mod layering_tests;

@@ -1,12 +1,12 @@
 //! `cargo oci`: the command-line entry point. Parsing and work live in the library.
 
 fn main() {
-    let cli = cargo_oci::cli::parse(std::env::args_os());
-    if let Err(err) = cargo_oci::cli::run(cli) {
+    let cli = cargo_oci::parse(std::env::args_os());
+    if let Err(err) = cargo_oci::run(cli) {
         eprintln!("error: {err}");
         for cause in err.chain().skip(1) {
             eprintln!("  caused by: {cause}");
         }
-        std::process::exit(cargo_oci::util::error::exit_code(&err));
+        std::process::exit(cargo_oci::exit_code(&err));
     }
 }
