@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod compress;
+pub mod digest;
 pub mod docker_archive;
 pub mod flatten;
 pub mod image;
