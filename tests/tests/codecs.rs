@@ -362,3 +362,59 @@ fn inspect_lists_every_layer_of_an_image_on_a_base() {
         "{text}"
     );
 }
+
+#[test]
+fn a_base_layer_of_an_unknown_media_type_is_a_usage_error() {
+    use sha2::{Digest, Sha256};
+    let tmp = TmpDir::new("cargo-oci-lz4-base");
+    let (_, from) = base_image(&tmp.0, "gzip");
+    // The base's manifest, its first layer relabelled with a codec cargo-oci does not read.
+    let layout = tmp.0.join("base");
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let old = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(blob(&old)).unwrap()).unwrap();
+    manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+lz4".into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let new = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    std::fs::write(blob(&new), &bytes).unwrap();
+    for m in index["manifests"].as_array_mut().unwrap() {
+        m["digest"] = new.clone().into();
+        m["size"] = bytes.len().into();
+    }
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let (dir, target) = http_hello_on(&tmp.0, &from);
+    let out_layout = tmp.0.join("image");
+    let out = run(cargo_oci(
+        &dir,
+        &[
+            "build",
+            "--release",
+            "--no-build",
+            "--target-dir",
+            target.to_str().unwrap(),
+            "-o",
+            out_layout.to_str().unwrap(),
+        ],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("base layer 1") && err.contains("tar+lz4") && err.contains("help:"),
+        "{err}"
+    );
+    assert!(!out_layout.exists(), "an image was written");
+}

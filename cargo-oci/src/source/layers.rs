@@ -15,6 +15,7 @@ use crate::oci::compress;
 use crate::oci::flatten::Tree;
 use crate::oci::layer::{Layer, MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
 use crate::oci::store::Store;
+use crate::util::error::UsageError;
 
 /// The OCI media type of an uncompressed layer.
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -37,10 +38,17 @@ impl Encoding {
             MEDIA_TYPE_GZIP | MEDIA_TYPE_DOCKER_GZIP => Encoding::Gzip,
             MEDIA_TYPE_ZSTD => Encoding::Zstd,
             MEDIA_TYPE_TAR => Encoding::Tar,
-            other => bail!(
-                "{what} has the media type `{other}`; cargo-oci reads layers of the types \
-                 {MEDIA_TYPE_GZIP}, {MEDIA_TYPE_ZSTD}, {MEDIA_TYPE_TAR} and {MEDIA_TYPE_DOCKER_GZIP}"
-            ),
+            other => {
+                return Err(UsageError::new(format!(
+                    "{what} has the media type `{other}`, which cargo-oci cannot read"
+                ))
+                .hint(format!(
+                    "cargo-oci reads layers of the types {MEDIA_TYPE_GZIP}, {MEDIA_TYPE_ZSTD}, \
+                     {MEDIA_TYPE_TAR} and {MEDIA_TYPE_DOCKER_GZIP}: convert the base, e.g. with \
+                     `skopeo copy --dest-compress-format gzip SOURCE oci:DIR:TAG`"
+                ))
+                .into())
+            }
         })
     }
 
@@ -214,6 +222,7 @@ pub fn import(
 mod tests {
     use super::*;
     use crate::oci::store::digest_of;
+    use crate::util::error::exit_code;
 
     fn layer_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -320,6 +329,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("layer 2") && e.contains("tar+lz4"), "{e}");
+        let e = Encoding::from_media_type("application/x-unknown", "layer 1").unwrap_err();
+        assert_eq!(exit_code(&e), 2, "the base is the user's to fix: {e}");
     }
 
     #[test]
