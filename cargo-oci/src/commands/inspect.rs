@@ -298,7 +298,7 @@ pub fn to_text(b: &Built) -> Result<String> {
         for f in &r.files {
             let what = match (f.kind, &f.source, &f.target) {
                 ("symlink", _, Some(t)) => format!(" -> {t}"),
-                ("hardlink", _, Some(t)) => format!(" link to /{t}"),
+                ("hardlink", _, Some(t)) => format!(" link to /{}", t.trim_start_matches('/')),
                 (_, Some(src), _) if !src.ends_with(&f.path) => format!("  (from {src})"),
                 _ => String::new(),
             };
