@@ -432,9 +432,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.image.common.reporter();
             let built = build_and_deliver(&a.image.request(), |_| Ok(Vec::new()), &report)?.built;
             if a.json || a.image.common.message_format == MessageFormat::Json {
-                outln!("{}", inspect::to_json(&built));
+                outln!("{}", inspect::to_json(&built)?);
             } else {
-                out!("{}", inspect::to_text(&built));
+                out!("{}", inspect::to_text(&built)?);
             }
             Ok(())
         }

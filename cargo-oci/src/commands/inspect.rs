@@ -1,23 +1,41 @@
 //! `cargo oci inspect`: what a built image holds, told from the build's own records (the layer
-//! plan, the layers in the store and the library closure): each layer with its sizes and
-//! digests, each file, and for every library the object that needed it and the search step that
-//! found it. Data here; the command line prints it.
+//! plan, the layers in the store and the library closure): every layer with its role, sizes and
+//! digests, each file (a base image's layers are listed from their tars), and for every library
+//! the object that needed it and the search step that found it. Data here; the command line
+//! prints it.
 
 use std::fmt::Write as _;
+use std::io::Read;
 
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::build::closure::{FoundVia, Object};
 use crate::build::pipeline::Built;
-use crate::build::plan::{Content, Entry, LayerPlan};
+use crate::build::plan::{Content, Entry};
 use crate::oci::image::Image;
 use crate::oci::layer::Layer;
 use crate::util::reporter::bytes;
 
 /// The image as one JSON object (`reason: "image-inspected"`).
-pub fn to_json(b: &Built) -> Value {
+pub fn to_json(b: &Built) -> Result<Value> {
     let img = &b.image;
-    json!({
+    let layers = layers(b)?
+        .iter()
+        .map(|r| {
+            json!({
+                "role": r.layer.role,
+                "origin": if r.own { "own" } else { "base-image" },
+                "digest": r.layer.blob.digest,
+                "media_type": r.layer.media_type,
+                "size": r.layer.blob.size,
+                "diff_id": r.layer.diff_id,
+                "uncompressed_size": r.layer.tar_size,
+                "files": r.files.iter().map(File::to_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(json!({
         "reason": "image-inspected",
         "name": img.name.full,
         "references": img.references(),
@@ -27,65 +45,160 @@ pub fn to_json(b: &Built) -> Value {
         "path": serde_json::Value::Null,
         "size": img.layers.iter().map(|l| l.blob.size).sum::<u64>(),
         "uncompressed_size": img.layers.iter().map(|l| l.tar_size).sum::<u64>(),
-        "layers": layers(b).iter().map(|(l, p)| layer_json(l, p)).collect::<Vec<_>>(),
+        "layers": layers,
         "libraries": b.closure.objects.iter().map(library_json).collect::<Vec<_>>(),
         "debug": b.debug.as_ref().map(|d| json!({
             "references": d.references(),
             "digest": d.manifest.digest,
         })),
-    })
+    }))
 }
 
-/// The layers of the built images, bottom to top, with their plans: the standard image's, then
-/// the debug variant's own layer when there is one.
-fn layers(b: &Built) -> Vec<(&Layer, &LayerPlan)> {
-    let mut v: Vec<(&Layer, &LayerPlan)> = b.image.layers.iter().zip(&b.plan.layers).collect();
-    if let (Some(d), Some(p)) = (&b.debug, &b.plan.debug_layer) {
-        if let Some(l) = d.layers.last() {
-            v.push((l, p));
+/// One layer of the image and what it holds.
+struct Row<'a> {
+    layer: &'a Layer,
+    /// Written by this build (false: a layer of the base image, `from`).
+    own: bool,
+    files: Vec<File>,
+}
+
+/// Every layer of the built images, bottom to top: the base image's layers (their files read
+/// from their tars), then the image's own, each with its plan; then the debug variant's own
+/// layer when there is one.
+fn layers(b: &Built) -> Result<Vec<Row<'_>>> {
+    let img = &b.image;
+    let Some(base_count) = img.layers.len().checked_sub(b.plan.layers.len()) else {
+        bail!(
+            "the image has {} layers but its plan {}",
+            img.layers.len(),
+            b.plan.layers.len()
+        );
+    };
+    let mut rows = Vec::new();
+    for (i, l) in img.layers[..base_count].iter().enumerate() {
+        let tar = l
+            .open_tar(&b.store)
+            .with_context(|| format!("cannot read base layer {}", i + 1))?;
+        rows.push(Row {
+            layer: l,
+            own: false,
+            files: tar_files(tar).with_context(|| format!("cannot list base layer {}", i + 1))?,
+        });
+    }
+    let own = img.layers[base_count..].iter().zip(&b.plan.layers);
+    let debug = match (&b.debug, &b.plan.debug_layer) {
+        (Some(d), Some(p)) => d.layers.last().map(|l| (l, p)),
+        _ => None,
+    };
+    for (l, p) in own.chain(debug) {
+        if l.role != p.role {
+            bail!(
+                "layer {} is a {} layer, but its plan a {}",
+                l.blob.digest,
+                l.role,
+                p.role
+            );
+        }
+        rows.push(Row {
+            layer: l,
+            own: true,
+            files: p.entries.iter().map(File::from_entry).collect(),
+        });
+    }
+    Ok(rows)
+}
+
+/// A file, directory or link of a layer.
+struct File {
+    /// Absolute path in the image.
+    path: String,
+    kind: &'static str,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    /// Where on the host it comes from.
+    source: Option<String>,
+    /// A symlink's (or hard link's) target.
+    target: Option<String>,
+}
+
+impl File {
+    fn from_entry(e: &Entry) -> File {
+        let (kind, size, source, target) = match &e.content {
+            Content::File(p) => (
+                "file",
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+                Some(p.display().to_string()),
+                None,
+            ),
+            Content::Bytes(b) => ("file", b.len() as u64, None, None),
+            Content::Dir => ("dir", 0, None, None),
+            Content::Symlink(t) => ("symlink", 0, None, Some(t.clone())),
+        };
+        File {
+            path: format!("/{}", e.path),
+            kind,
+            mode: e.mode,
+            uid: e.uid.into(),
+            gid: e.gid.into(),
+            size,
+            source,
+            target,
         }
     }
-    v
-}
 
-fn layer_json(l: &Layer, p: &LayerPlan) -> Value {
-    json!({
-        "role": l.role,
-        "digest": l.blob.digest,
-        "size": l.blob.size,
-        "diff_id": l.diff_id,
-        "uncompressed_size": l.tar_size,
-        "files": p.entries.iter().map(file_json).collect::<Vec<_>>(),
-    })
-}
-
-fn file_json(e: &Entry) -> Value {
-    let (kind, size, source, target) = describe(e);
-    json!({
-        "path": format!("/{}", e.path),
-        "type": kind,
-        "mode": format!("{:04o}", e.mode),
-        "uid": e.uid,
-        "gid": e.gid,
-        "size": size,
-        "source": source,
-        "target": target,
-    })
-}
-
-/// (type, size, host source, link target) of an entry.
-fn describe(e: &Entry) -> (&'static str, u64, Option<String>, Option<String>) {
-    match &e.content {
-        Content::File(p) => (
-            "file",
-            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-            Some(p.display().to_string()),
-            None,
-        ),
-        Content::Bytes(b) => ("file", b.len() as u64, None, None),
-        Content::Dir => ("dir", 0, None, None),
-        Content::Symlink(t) => ("symlink", 0, None, Some(t.clone())),
+    fn to_json(&self) -> Value {
+        json!({
+            "path": self.path,
+            "type": self.kind,
+            "mode": format!("{:04o}", self.mode),
+            "uid": self.uid,
+            "gid": self.gid,
+            "size": self.size,
+            "source": self.source,
+            "target": self.target,
+        })
     }
+}
+
+/// The entries of a layer tar, as they are (whiteouts included).
+fn tar_files(tar: impl Read) -> Result<Vec<File>> {
+    use tar::EntryType as T;
+    let mut files = Vec::new();
+    for entry in tar::Archive::new(tar).entries()? {
+        let entry = entry?;
+        let h = entry.header();
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+        let path = match path.trim_end_matches('/') {
+            "" => "/".to_string(),
+            p => p.to_string(),
+        };
+        let kind = match h.entry_type() {
+            T::Regular | T::Continuous => "file",
+            T::Directory => "dir",
+            T::Symlink => "symlink",
+            T::Link => "hardlink",
+            T::Char => "char",
+            T::Block => "block",
+            T::Fifo => "fifo",
+            _ => continue,
+        };
+        files.push(File {
+            path,
+            kind,
+            mode: h.mode().unwrap_or(0) & 0o7777,
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            size: if kind == "file" { entry.size() } else { 0 },
+            source: None,
+            target: entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned()),
+        });
+    }
+    Ok(files)
 }
 
 /// The search path a library was found through, as a directory or file.
@@ -140,7 +253,7 @@ fn why(o: &Object) -> String {
 }
 
 /// The human report.
-pub fn to_text(b: &Built) -> String {
+pub fn to_text(b: &Built) -> Result<String> {
     let img: &Image = &b.image;
     let mut s = String::new();
     let _ = writeln!(s, "image    {}@{}", img.name, img.manifest.digest);
@@ -156,44 +269,59 @@ pub fn to_text(b: &Built) -> String {
         img.architecture
     );
     let _ = writeln!(s, "\nlayers (bottom to top)");
-    let all = layers(b);
-    for (l, p) in &all {
+    let all = layers(b)?;
+    let label = |r: &Row| {
+        if r.own {
+            r.layer.role.clone()
+        } else {
+            "base image".to_string()
+        }
+    };
+    let width = all.iter().map(|r| label(r).len()).max().unwrap_or(0);
+    for r in &all {
         let _ = writeln!(
             s,
-            "  {:<10} {:>11} {:>11} uncompressed  {} entries  {}",
-            l.role,
-            bytes(l.blob.size),
-            bytes(l.tar_size),
-            p.entries.len(),
-            l.blob.digest
+            "  {:<width$} {:>11} {:>11} uncompressed  {} entries  {}",
+            label(r),
+            bytes(r.layer.blob.size),
+            bytes(r.layer.tar_size),
+            r.files.len(),
+            r.layer.blob.digest
         );
     }
-    for (l, p) in &all {
-        let _ = writeln!(s, "\nfiles of the {} layer", l.role);
-        for e in &p.entries {
-            let (kind, size, source, target) = describe(e);
-            let what = match (kind, source, target) {
+    for (i, r) in all.iter().enumerate() {
+        if r.own {
+            let _ = writeln!(s, "\nfiles of the {} layer", r.layer.role);
+        } else {
+            let _ = writeln!(s, "\nfiles of base image layer {}", i + 1);
+        }
+        for f in &r.files {
+            let what = match (f.kind, &f.source, &f.target) {
                 ("symlink", _, Some(t)) => format!(" -> {t}"),
-                (_, Some(src), _) if !src.ends_with(&e.path) => format!("  (from {src})"),
+                ("hardlink", _, Some(t)) => format!(" link to /{}", t.trim_start_matches('/')),
+                (_, Some(src), _) if !src.ends_with(&f.path) => format!("  (from {src})"),
                 _ => String::new(),
             };
             let _ = writeln!(
                 s,
-                "  {}{:04o} {:>5}:{:<5} {:>11}  /{}{}",
-                match kind {
+                "  {}{:04o} {:>5}:{:<5} {:>11}  {}{}",
+                match f.kind {
                     "dir" => 'd',
                     "symlink" => 'l',
+                    "char" => 'c',
+                    "block" => 'b',
+                    "fifo" => 'p',
                     _ => '-',
                 },
-                e.mode,
-                e.uid,
-                e.gid,
-                if kind == "file" {
-                    bytes(size)
+                f.mode,
+                f.uid,
+                f.gid,
+                if f.kind == "file" {
+                    bytes(f.size)
                 } else {
                     String::new()
                 },
-                e.path,
+                f.path,
                 what
             );
         }
@@ -205,5 +333,5 @@ pub fn to_text(b: &Built) -> String {
     for o in &b.closure.objects {
         let _ = writeln!(s, "  {}\n      {}", o.image_path, why(o));
     }
-    s
+    Ok(s)
 }

@@ -258,3 +258,6 @@ pub fn check_writable(path: &Path, what: &str) -> Result<(), UsageError> {
         .map(drop)
         .map_err(|e| fail(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
 //! Reads a base image (`from`): an OCI layout directory, an oci-archive, a docker-archive, or a
 //! registry image pinned by digest. Base images are untrusted input: every blob is checked
 //! against its digest, every layer against its diff_id and its entries checked (see [`layers`]),
-//! JSON is size-capped, and nothing from an archive is ever unpacked to disk. The result is a
-//! [`Base`]: gzip layers in the blob store, the base config and its history.
+//! JSON is size-capped, and nothing from an archive is ever unpacked to disk. Layers are decoded
+//! by the codec their media type names (gzip, zstd or none; a docker-archive's layer files by
+//! their first bytes). The result is a [`Base`]: its layers in the blob store, the base config
+//! and its history.
 
 mod layers;
 mod registry;
@@ -375,11 +377,19 @@ fn from_manifest(
             .context("a layer has no digest")?;
         check_digest(d)?;
         let what = format!("base layer {} ({d})", i + 1);
+        let media_type = desc
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .with_context(|| format!("{what} has no mediaType"))?;
+        let expected = layers::Expected {
+            encoding: Some(layers::Encoding::from_media_type(media_type, &what)?),
+            blob: Some(d),
+            diff_id: diff,
+        };
         layers.push(layers::import(
             store,
             src.open(d)?,
-            Some(d),
-            diff,
+            &expected,
             &mut shape,
             &what,
         )?);
@@ -456,11 +466,16 @@ fn from_docker_archive(
     let mut shape = crate::oci::flatten::Tree::shape();
     for (i, (name, diff)) in names.iter().zip(&diff_ids).enumerate() {
         let what = format!("base layer {} ({name})", i + 1);
+        // A docker-archive names no media types: the layer file's first bytes tell.
+        let expected = layers::Expected {
+            encoding: None,
+            blob: None,
+            diff_id: diff,
+        };
         layers.push(layers::import(
             store,
             ar.open_member(name)?,
-            None,
-            diff,
+            &expected,
             &mut shape,
             &what,
         )?);
