@@ -9,7 +9,15 @@ use serde_json::json;
 
 use crate::oci::image::Image;
 use crate::oci::store::{self, Store};
-use crate::sink::layout::{blob_digests, index_json, OCI_LAYOUT};
+use crate::sink::layout::{blobs_of, index_json, OCI_LAYOUT};
+
+/// An I/O error, told as the damaged cache it comes from when it does.
+fn damage_first(e: io::Error) -> anyhow::Error {
+    match e.get_ref().and_then(|i| i.downcast_ref::<store::Damaged>()) {
+        Some(d) => anyhow::Error::new(d.clone()),
+        None => e.into(),
+    }
+}
 
 /// A tar header for a regular file of an archive output.
 fn file_header(size: u64) -> tar::Header {
@@ -47,15 +55,15 @@ pub fn write_oci_archive(store: &Store, images: &[&Image], out: &mut dyn Write) 
     for d in ["blobs/", "blobs/sha256/"] {
         b.append_data(&mut dir_header(), d, io::empty())?;
     }
-    for d in blob_digests(images) {
-        let path = store.path(d);
-        let f = store::open(&path)?;
-        let size = f.metadata()?.len();
+    for blob in blobs_of(images) {
+        // Checked against its digest on the way: a damaged cache fails the archive.
+        let f = store.open_verified(&blob.digest, blob.size)?;
         b.append_data(
-            &mut file_header(size),
-            format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            &mut file_header(blob.size),
+            format!("blobs/sha256/{}", blob.hex()),
             f,
-        )?;
+        )
+        .map_err(damage_first)?;
     }
     b.into_inner()?.flush()?;
     Ok(())
@@ -70,7 +78,8 @@ pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Writ
     for image in images {
         let config_name = format!("{}.json", image.config.hex());
         if written.insert(config_name.clone()) {
-            let config = std::fs::read(store.path(&image.config.digest))
+            let config = store
+                .read(&image.config)
                 .context("cannot read the image config")?;
             b.append_data(
                 &mut file_header(config.len() as u64),
@@ -84,7 +93,8 @@ pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Writ
             let name = format!("{hex}/layer.tar");
             if written.insert(name.clone()) {
                 b.append_data(&mut dir_header(), format!("{hex}/"), io::empty())?;
-                b.append_data(&mut file_header(l.tar_size), &name, l.open_tar(store)?)?;
+                b.append_data(&mut file_header(l.tar_size), &name, l.open_tar(store)?)
+                    .map_err(damage_first)?;
             }
             layer_names.push(name);
         }

@@ -61,7 +61,8 @@ impl Sink for Layout {
         if let Some(parent) = self.0.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ok();
         }
-        Ok(check_writable(&self.0, "image layout")?)
+        check_writable(&self.0, "image layout")?;
+        Ok(layout::check_destination(&self.0)?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
         layout::write_layout(store, images, &self.0)?;
@@ -135,10 +136,8 @@ impl Sink for Bundle {
     fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered> {
         let image = first(images)?;
         let tree = flatten::flatten(store, image)?;
-        let config: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(
-            crate::oci::store::open(&store.path(&image.config.digest))?,
-        ))
-        .context("cannot read the image config")?;
+        let config: serde_json::Value = serde_json::from_slice(&store.read(&image.config)?)
+            .context("cannot read the image config")?;
         let skipped = bundle::write(&tree, &config["config"], self.readonly, &self.dir)?;
         if skipped > 0 {
             report.warn(&format!(
