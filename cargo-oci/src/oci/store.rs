@@ -426,4 +426,64 @@ mod tests {
         store.put(b"config").unwrap();
         assert_eq!(std::fs::read(store.path(&a.digest)).unwrap(), b"config");
     }
+
+    #[test]
+    fn damaged_blobs_never_reach_an_output() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".store")).unwrap();
+        let blob = store.put(&vec![7u8; 300_000]).unwrap();
+        let out = dir.path().join("out");
+        store.copy_out(&blob, &out).unwrap();
+        assert_eq!(file_digest(&out).unwrap(), blob.digest);
+        let (a, b) = (
+            std::fs::metadata(&out).unwrap(),
+            std::fs::metadata(store.path(&blob.digest)).unwrap(),
+        );
+        assert_ne!(a.ino(), b.ino(), "an output is a copy");
+
+        // One flipped byte: every verified read fails, naming the cache, before its last bytes.
+        let mut bytes = std::fs::read(store.path(&blob.digest)).unwrap();
+        bytes[1000] ^= 1;
+        std::fs::write(store.path(&blob.digest), &bytes).unwrap();
+        assert!(!store.verify(&blob));
+        let err = store.read(&blob).unwrap_err();
+        assert!(is_damaged(&err), "{err:#}");
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains(".store") && shown.contains("cargo oci clean"),
+            "{shown}"
+        );
+        let fresh = dir.path().join("fresh");
+        let err = store.copy_out(&blob, &fresh).unwrap_err();
+        assert!(is_damaged(&err), "{err:#}");
+        assert!(!fresh.exists(), "nothing half-written");
+        // The earlier, good output is kept as it is.
+        store.copy_out(&blob, &out).unwrap();
+        assert_eq!(file_digest(&out).unwrap(), blob.digest);
+
+        // A short blob is damaged too.
+        std::fs::write(store.path(&blob.digest), &bytes[..10]).unwrap();
+        assert!(is_damaged(&store.read(&blob).unwrap_err()));
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let shas = dir.path().join("sha256");
+        std::fs::create_dir_all(&shas).unwrap();
+        let (old, new) = (shas.join(".tmp-old"), shas.join(".tmp-new"));
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"x").unwrap();
+        let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(new.exists());
+    }
 }
