@@ -109,7 +109,8 @@ fn flip_byte(path: &Path) {
     f.write_all(&[b[0] ^ 0x5a]).unwrap();
 }
 
-/// The `ref.name` of every entry of a layout's index, and whether its manifest blob is there.
+/// The `ref.name` of every entry of a layout's index, and whether its manifest, config and
+/// layers are all there.
 fn index_entries(layout: &Path) -> Vec<(String, bool)> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -122,8 +123,22 @@ fn index_entries(layout: &Path) -> Vec<(String, bool)> {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let hex = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
-            (name, layout.join("blobs/sha256").join(hex).is_file())
+            let blob = |d: &serde_json::Value| {
+                let hex = d.as_str().unwrap_or_default().trim_start_matches("sha256:");
+                layout.join("blobs/sha256").join(hex)
+            };
+            let manifest = blob(&m["digest"]);
+            // Whole: the manifest, its config and every layer.
+            let whole = std::fs::read(&manifest)
+                .ok()
+                .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+                .is_some_and(|doc| {
+                    blob(&doc["config"]["digest"]).is_file()
+                        && doc["layers"]
+                            .as_array()
+                            .is_some_and(|ls| ls.iter().all(|l| blob(&l["digest"]).is_file()))
+                });
+            (name, whole)
         })
         .collect()
 }
@@ -331,7 +346,10 @@ fn concurrent_builds_into_one_layout_leave_a_whole_index() {
         let entries = index_entries(&layout);
         assert!(!entries.is_empty(), "round {round}");
         for (name, present) in &entries {
-            assert!(present, "round {round}: {name} names a missing manifest");
+            assert!(
+                present,
+                "round {round}: {name} names a manifest or blob that is gone"
+            );
         }
     }
     for (name, _) in index_entries(&layout) {
