@@ -63,6 +63,7 @@ pub fn ensure(
         h.update([0]);
     }
     let key = hex::encode(&h.finalize()[..8]);
+    crate::util::fs::remove_stale_temps(&root.join("bin"), store::STALE_AFTER);
     let cached = root.join("bin").join(format!("{target}-{key}"));
     let recorded = root.join("bin").join(format!("{target}-{key}.sha256"));
     let built = root

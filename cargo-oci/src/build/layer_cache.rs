@@ -37,6 +37,7 @@ impl LayerCache {
     /// Opens (creating) the cache at `dir`.
     pub fn open(dir: &Path) -> Result<LayerCache> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::util::fs::remove_stale_temps(dir, crate::oci::store::STALE_AFTER);
         Ok(LayerCache {
             dir: dir.to_path_buf(),
         })

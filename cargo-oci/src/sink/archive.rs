@@ -113,3 +113,69 @@ pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Writ
     b.into_inner()?.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::plan::{Content, Entry, LayerPlan};
+    use crate::oci::compress::{Codec, Compression};
+    use crate::oci::reference::ImageName;
+
+    /// An image of one layer in a fresh store (config and manifest are stand-ins: the archive
+    /// writers copy them as they are).
+    fn image(store: &Store) -> Image {
+        let plan = LayerPlan {
+            role: "service".into(),
+            entries: vec![Entry {
+                path: "app".into(),
+                content: Content::Bytes(vec![b'x'; 100_000]),
+                mode: 0o555,
+                uid: 0,
+                gid: 0,
+            }],
+        };
+        let layer =
+            crate::build::layer_writer::write_layer(store, &plan, 1, Compression::new(Codec::Gzip))
+                .unwrap();
+        Image {
+            name: ImageName::parse("localhost/app").unwrap(),
+            tags: vec!["latest".into()],
+            content_tag: "latest".into(),
+            config: store.put(b"{}").unwrap(),
+            manifest: store.put(b"{\"schemaVersion\":2}").unwrap(),
+            layers: vec![layer],
+            architecture: "amd64".into(),
+        }
+    }
+
+    #[test]
+    fn a_damaged_layer_fails_every_archive_naming_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".store")).unwrap();
+        let img = image(&store);
+        let mut good = Vec::new();
+        write_oci_archive(&store, &[&img], &mut good).unwrap();
+        write_docker_archive(&store, &[&img], &mut good).unwrap();
+
+        let path = store.path(&img.layers[0].blob.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff; // inside the compressed stream
+        std::fs::write(&path, &bytes).unwrap();
+        for which in ["oci-archive", "docker-archive"] {
+            let mut out = Vec::new();
+            let err = if which == "oci-archive" {
+                write_oci_archive(&store, &[&img], &mut out)
+            } else {
+                write_docker_archive(&store, &[&img], &mut out)
+            }
+            .unwrap_err();
+            assert!(store::is_damaged(&err), "{which}: {err:#}");
+            let shown = format!("{err:#}");
+            assert!(
+                shown.contains(".store") && shown.contains("cargo oci clean"),
+                "{which}: {shown}"
+            );
+        }
+    }
+}

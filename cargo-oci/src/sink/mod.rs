@@ -81,6 +81,7 @@ impl Sink for OciArchive {
         Ok(check_writable(&self.0, "image archive")?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
+        remove_stale_beside(&self.0);
         write_atomic(&self.0, |w| archive::write_oci_archive(store, images, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
@@ -97,6 +98,7 @@ impl Sink for DockerArchive {
         Ok(check_writable(&self.0, "image archive")?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
+        remove_stale_beside(&self.0);
         write_atomic(&self.0, |w| archive::write_docker_archive(store, images, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
@@ -160,9 +162,19 @@ impl Sink for Export {
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
         let tree = flatten::flatten(store, first(images)?)?;
+        remove_stale_beside(&self.0);
         write_atomic(&self.0, |w| export::write_tar(&tree, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
+}
+
+/// Removes the temporary files that interrupted writes of earlier runs left beside `path`.
+fn remove_stale_beside(path: &Path) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    crate::util::fs::remove_stale_output_temps(dir, crate::oci::store::STALE_AFTER);
 }
 
 fn first<'a>(images: &[&'a Image]) -> Result<&'a Image> {

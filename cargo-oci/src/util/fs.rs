@@ -41,15 +41,26 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with(".tmp-") || name.starts_with(TEMP_PREFIX)
 }
 
-/// Removes cargo-oci's temporary files directly in `dir` not modified for `age` (left by a run
-/// that was interrupted; a run in progress keeps writing its own). Returns the bytes removed.
+/// Removes cargo-oci's temporary files directly in `dir` (a directory of cargo-oci's own) not
+/// modified for `age` (left by a run that was interrupted; a run in progress keeps writing its
+/// own). Returns the bytes removed.
 pub fn remove_stale_temps(dir: &Path, age: Duration) -> u64 {
+    remove_stale(dir, age, is_temp_name)
+}
+
+/// Removes [`write_atomic`]'s temporary files directly in `dir` (any directory: a user's too)
+/// not modified for `age`.
+pub fn remove_stale_output_temps(dir: &Path, age: Duration) -> u64 {
+    remove_stale(dir, age, |n| n.starts_with(TEMP_PREFIX))
+}
+
+fn remove_stale(dir: &Path, age: Duration, ours: impl Fn(&str) -> bool) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut freed = 0;
     for entry in entries.flatten() {
-        if !is_temp_name(&entry.file_name().to_string_lossy()) {
+        if !ours(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let Ok(m) = entry.metadata() else { continue };
