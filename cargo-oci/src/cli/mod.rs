@@ -536,8 +536,9 @@ pub fn run(cli: Cli) -> Result<()> {
             report.status(
                 "Removed",
                 &format!(
-                    "{} files, {} from {}",
+                    "{} file{}, {} from {}",
                     done.files,
+                    if done.files == 1 { "" } else { "s" },
                     crate::util::reporter::bytes(done.bytes),
                     dir.display()
                 ),

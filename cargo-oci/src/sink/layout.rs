@@ -142,14 +142,25 @@ fn reachable(blobs: &Path, entries: &[Value]) -> Option<BTreeSet<String>> {
         }
         let media = d["mediaType"].as_str().unwrap_or_default();
         let is_manifest = media.contains("manifest") || media.contains("index");
-        if !is_manifest {
+        if !is_manifest && !media.is_empty() {
             continue;
         }
         let path = blobs.join(&hex);
-        if !path.is_file() {
+        let Ok(meta) = std::fs::metadata(&path) else {
             continue;
+        };
+        if media.is_empty() && meta.len() > 4 << 20 {
+            continue; // too big for a manifest
         }
-        let doc: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        // A descriptor without a media type may be a manifest: read it as one if it parses.
+        let parsed = std::fs::read(&path)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
+        let doc = match parsed {
+            Some(doc) => doc,
+            None if is_manifest => return None,
+            None => continue,
+        };
         for key in ["manifests", "layers", "blobs"] {
             todo.extend(doc[key].as_array().cloned().unwrap_or_default());
         }
