@@ -64,7 +64,7 @@ fn fails_cleanly(
         "the good build failed: {}",
         String::from_utf8_lossy(&good.stderr)
     );
-    let layout = p.join("target/oci/bad");
+    let layout = p.join("target/oci/localhost+bad");
     let before = snapshot(&layout);
     assert!(before.iter().any(|(f, _)| f.ends_with("index.json")));
 

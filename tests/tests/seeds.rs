@@ -461,10 +461,14 @@ fn base_images_from_every_source() {
         let layout = b["path"].as_str().unwrap();
         if i == 0 {
             // A name with a registry, a port and several path parts: the default layout is named
-            // by its last part, ref.name carries the whole name (the only default layout here).
+            // by the whole name made one path part, ref.name carries the whole name (the only
+            // default layout here).
             let d = build_json(&pkg, &["build", "--no-build"]);
             let dir = d["path"].as_str().unwrap();
-            assert!(dir.ends_with("/oci/seed-app"), "{dir}");
+            assert!(
+                dir.ends_with("/oci/127.0.0.1_5000+team+sub+seed-app"),
+                "{dir}"
+            );
             let index = std::fs::read_to_string(Path::new(dir).join("index.json")).unwrap();
             assert!(
                 index.contains("\"127.0.0.1:5000/team/sub/seed-app:latest\""),

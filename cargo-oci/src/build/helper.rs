@@ -1,7 +1,8 @@
 //! Compiles the contract helper (the program behind `/bin/entrypoint`, `/bin/runtime`, ...) for
 //! the image's target with the user's own toolchain and caches it under the target directory.
 //! Its source is embedded in cargo-oci; being std-only, its closure is libc's, a subset of any
-//! Rust service's, and it is static for static targets.
+//! Rust service's, and it is static for static targets. The digest of each cached build is
+//! recorded beside it and checked before every use: a helper that differs is built again.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::build::cargo::{cargo_program, rustc_version_verbose};
 use crate::oci::store;
+use crate::util::reporter::Reporter;
 
 /// The helper's source code.
 pub const SOURCE: &str = include_str!("../../../contract-helper/src/main.rs");
@@ -36,9 +38,15 @@ strip = true
 debug = false
 "#;
 
-/// Returns the path of the helper built for `target`, building it when the cache has none.
-/// `package_dir` is where the user's cargo configuration (linkers, rustflags) applies.
-pub fn ensure(target_dir: &Path, target: &str, package_dir: &Path) -> Result<PathBuf> {
+/// Returns the path of the helper built for `target`, building it when the cache has none (or
+/// has one that is not what was built). `package_dir` is where the user's cargo configuration
+/// (linkers, rustflags) applies.
+pub fn ensure(
+    target_dir: &Path,
+    target: &str,
+    package_dir: &Path,
+    report: &Reporter,
+) -> Result<PathBuf> {
     let root = target_dir.join("oci").join(".helper");
     let mut h = Sha256::new();
     for part in [
@@ -55,9 +63,25 @@ pub fn ensure(target_dir: &Path, target: &str, package_dir: &Path) -> Result<Pat
         h.update([0]);
     }
     let key = hex::encode(&h.finalize()[..8]);
+    crate::util::fs::remove_stale_temps(&root.join("bin"), store::STALE_AFTER);
     let cached = root.join("bin").join(format!("{target}-{key}"));
+    let recorded = root.join("bin").join(format!("{target}-{key}.sha256"));
+    let built = root
+        .join("target")
+        .join(target)
+        .join("release")
+        .join("cargo-oci-helper");
     if cached.is_file() {
-        return Ok(cached);
+        let want = std::fs::read_to_string(&recorded).unwrap_or_default();
+        if store::file_digest(&cached).is_ok_and(|d| d == want.trim()) {
+            return Ok(cached);
+        }
+        report.warn(&format!(
+            "the cached contract helper {} is not the one that was built (or its digest record is missing); building it again",
+            cached.display()
+        ));
+        // Its build output may be what changed: make cargo link it again.
+        let _ = std::fs::remove_file(&built);
     }
 
     let src = root.join("src");
@@ -88,14 +112,14 @@ pub fn ensure(target_dir: &Path, target: &str, package_dir: &Path) -> Result<Pat
             "building the contract helper for {target} failed ({status}); is the target installed (`rustup target add {target}`)?"
         );
     }
-    let built = build_dir
-        .join(target)
-        .join("release")
-        .join("cargo-oci-helper");
     // Builds running at the same time may both get here: each copies to a file of its own, and
-    // the last rename wins (the contents are the same).
+    // the last rename wins (the contents are the same). The digest is recorded first, so that
+    // a helper is never in place without its record.
     let tmp = store::unique_temp_path(&root.join("bin"), "helper")?;
     std::fs::copy(&built, &tmp).with_context(|| format!("cannot copy {}", built.display()))?;
+    let digest =
+        store::file_digest(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?;
+    crate::util::fs::write_atomic(&recorded, |w| Ok(w.write_all(digest.as_bytes())?))?;
     std::fs::rename(&tmp, &cached)
         .with_context(|| format!("cannot move the contract helper to {}", cached.display()))?;
     Ok(cached)

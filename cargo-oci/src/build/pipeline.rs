@@ -50,9 +50,11 @@ impl Configured {
         Store::open(&self.oci_dir().join(".store"))
     }
 
-    /// The default OCI layout of the image: `target/oci/<name>`.
+    /// The default OCI layout of the image: `target/oci/<name>`, the full name made one path
+    /// part (`/` → `+`, `:` → `_`), so that images of one target directory never share one.
     pub fn default_layout(&self) -> PathBuf {
-        self.oci_dir().join(self.spec.name.short())
+        self.oci_dir()
+            .join(self.spec.name.full.replace('/', "+").replace(':', "_"))
     }
 }
 
@@ -145,7 +147,8 @@ fn assemble(
 ) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
-    let helper = crate::build::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
+    let helper =
+        crate::build::helper::ensure(target_dir, &artifact.target, &spec.package_dir, report)?;
     let runtime_inputs = tools::runtime_inputs(&spec.runtime_inputs, info.machine)?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let base = match &spec.from {
@@ -275,6 +278,9 @@ fn assemble(
         }
         None => None,
     };
+    for repair in store.take_repairs() {
+        report.warn(&format!("repaired a damaged cache entry: {repair}"));
+    }
     Ok((image, debug, closure, plan))
 }
 

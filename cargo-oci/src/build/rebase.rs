@@ -72,7 +72,9 @@ fn merge_object(base: Option<&Value>, own: Option<&Value>) -> Option<Value> {
 /// The image on top of `base`: new config and manifest in the store, new content tag.
 pub fn rebase(store: &Store, image: Image, base: &Base, user_path: bool) -> Result<Image> {
     let mut config: Value = serde_json::from_slice(
-        &std::fs::read(store.path(&image.config.digest)).context("cannot read the image config")?,
+        &store
+            .read(&image.config)
+            .context("cannot read the image config")?,
     )?;
     let empty = json!({});
     let base_cfg = base.config.get("config").unwrap_or(&empty);
@@ -115,7 +117,9 @@ pub fn rebase(store: &Store, image: Image, base: &Base, user_path: bool) -> Resu
     let config_blob = store.put(&canonical_json(&config)?)?;
 
     let mut manifest: Value = serde_json::from_slice(
-        &std::fs::read(store.path(&image.manifest.digest)).context("cannot read the manifest")?,
+        &store
+            .read(&image.manifest)
+            .context("cannot read the manifest")?,
     )?;
     manifest["config"]["digest"] = json!(config_blob.digest);
     manifest["config"]["size"] = json!(config_blob.size);

@@ -85,6 +85,23 @@ pub enum Command {
     Export(ExportArgs),
     /// Merge docker-archives into one that `docker load` / `podman load` read as several images.
     Merge(MergeArgs),
+    /// Empty cargo-oci's caches in target/oci (the blob store keeps what the layouts there use).
+    Clean(CleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Remove target/oci whole: layouts, blob store, layer cache, contract helper.
+    #[arg(long)]
+    pub all: bool,
+    /// Path to Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Directory for all generated artifacts.
+    #[arg(long, value_name = "DIRECTORY")]
+    pub target_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +515,40 @@ pub fn run(cli: Cli) -> Result<()> {
                 ),
                 MessageFormat::Human if a.dry_run => out!("{}", done.block),
                 MessageFormat::Human => outln!("{}", done.manifest.display()),
+            }
+            Ok(())
+        }
+        Command::Clean(a) => {
+            let report = a.common.reporter();
+            let target_dir = match &a.target_dir {
+                Some(d) => d.clone(),
+                None => crate::config::metadata::cargo_metadata(&Selection {
+                    package: None,
+                    bin: None,
+                    manifest_path: a.manifest_path.clone(),
+                    tags: Vec::new(),
+                })?
+                .target_directory
+                .into_std_path_buf(),
+            };
+            let dir = target_dir.join("oci");
+            let done = crate::commands::clean::clean(&dir, a.all)?;
+            report.status(
+                "Removed",
+                &format!(
+                    "{} file{}, {} from {}",
+                    done.files,
+                    if done.files == 1 { "" } else { "s" },
+                    crate::util::reporter::bytes(done.bytes),
+                    dir.display()
+                ),
+            );
+            match a.common.message_format {
+                MessageFormat::Json => outln!(
+                    "{}",
+                    json!({"reason": "cleaned", "path": dir, "files": done.files, "bytes": done.bytes})
+                ),
+                MessageFormat::Human => outln!("{}", dir.display()),
             }
             Ok(())
         }

@@ -1,7 +1,8 @@
 //! The commands that are more than "build, then a sink": inspecting a build, joining archives,
-//! starting a package.
+//! starting a package, cleaning the caches.
 
 pub mod build;
+pub mod clean;
 pub mod init;
 pub mod inspect;
 pub mod merge;

@@ -30,15 +30,36 @@ pub struct Layer {
 impl Layer {
     /// The layer's uncompressed tar, read from its blob in `store` through the decoder its media
     /// type names: every reader of a layer goes through here, so none picks a codec by hand.
-    /// The stream fails if it ends before `tar_size` bytes.
+    /// The stream is checked against the `diff_id` and `tar_size`: it fails, before its last
+    /// bytes, with a [`store::Damaged`] error when the cached blob does not unpack to them.
     pub fn open_tar<'a>(&self, store: &Store) -> Result<Box<dyn Read + 'a>> {
-        let blob = store::open(&store.path(&self.blob.digest))?;
+        let blob = store::open(&store.path(&self.blob.digest))
+            .map_err(|e| store.damaged(format!("layer {}: {e:#}", self.blob.digest)))?;
         let plain = compress::decoder(&self.media_type, blob)?;
-        Ok(Box::new(Exact::new(
-            plain,
+        Ok(Box::new(store::Verified::new(
+            ReadErrorsAreDamage(plain, store.root().to_path_buf(), self.blob.digest.clone()),
+            format!("layer {} (uncompressed)", self.blob.digest),
+            self.diff_id.clone(),
             self.tar_size,
-            format!("layer {}", self.blob.digest),
+            store.root(),
         )))
+    }
+}
+
+/// A decoder whose read errors (a corrupt compressed stream) are a damaged cache.
+struct ReadErrorsAreDamage<R>(R, std::path::PathBuf, String);
+
+impl<R: Read> Read for ReadErrorsAreDamage<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                store::Damaged {
+                    what: format!("layer {} cannot be decompressed: {e}", self.2),
+                    store: self.1.clone(),
+                },
+            )
+        })
     }
 }
 

@@ -1,10 +1,13 @@
 //! A content-addressed blob store (`sha256/<hex>` files) under the target directory: every layer,
 //! config and manifest cargo-oci makes lands here first, and every output is written from here.
-//! Blobs appear atomically (temp file + rename), so an interrupted run leaves no half blob.
+//! Blobs appear atomically (temp file + rename), so an interrupted run leaves no half blob; a blob
+//! is checked against its digest whenever it is read for an output ([`Store::open_verified`],
+//! [`Store::read`], [`Store::copy_out`]), so a damaged cache never becomes a wrong image.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -29,15 +32,61 @@ impl Blob {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    /// Damaged entries found and repaired during this run, to be told once.
+    repairs: Arc<Mutex<Vec<String>>>,
+}
+
+/// A blob of the store whose bytes do not match its digest (or that is missing): the cache is
+/// damaged. Its message names the cache and how to clear it.
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    /// What was wrong, naming the blob.
+    pub what: String,
+    /// The store's directory (`target/oci/.store`).
+    pub store: PathBuf,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cargo-oci's cache at {} is damaged: {}\n  help: run `cargo oci clean` (or delete {}) and build again",
+            self.store.display(),
+            self.what,
+            self.store.display()
+        )
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+/// Whether `err` (or any of its causes, I/O errors included) is a [`Damaged`] cache.
+pub fn is_damaged(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<Damaged>().is_some()
+            || c.downcast_ref::<io::Error>()
+                .and_then(|e| e.get_ref())
+                .is_some_and(|e| e.downcast_ref::<Damaged>().is_some())
+    })
 }
 
 impl Store {
-    /// Opens (creating) the store at `dir`.
+    /// Opens (creating) the store at `dir`, removing temporary files that interrupted runs left
+    /// there more than an hour ago.
     pub fn open(dir: &Path) -> Result<Store> {
         let dir = dir.join("sha256");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Store { dir })
+        crate::util::fs::remove_stale_temps(&dir, STALE_AFTER);
+        Ok(Store {
+            dir,
+            repairs: Arc::default(),
+        })
+    }
+
+    /// The store's own directory (`.store`), as messages name it.
+    pub fn root(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
     }
 
     /// The file holding the blob with this digest.
@@ -49,14 +98,42 @@ impl Store {
         self.path(digest).is_file()
     }
 
-    /// Stores `bytes` (nothing is written when the store already holds them).
+    /// Notes a damaged cache entry that was repaired, for [`Store::take_repairs`].
+    pub fn note_repair(&self, what: String) {
+        if let Ok(mut v) = self.repairs.lock() {
+            v.push(what);
+        }
+    }
+
+    /// The repairs noted so far (each told once: they are taken).
+    pub fn take_repairs(&self) -> Vec<String> {
+        self.repairs
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// A [`Damaged`] error for the blob `digest`.
+    pub fn damaged(&self, what: String) -> Damaged {
+        Damaged {
+            what,
+            store: self.root().to_path_buf(),
+        }
+    }
+
+    /// Stores `bytes`. An existing blob is kept when it holds exactly them, and replaced (a
+    /// repair, noted) when it does not.
     pub fn put(&self, bytes: &[u8]) -> Result<Blob> {
         let blob = Blob {
             digest: digest_of(bytes),
             size: bytes.len() as u64,
         };
-        if std::fs::metadata(self.path(&blob.digest)).is_ok_and(|m| m.len() == blob.size) {
-            return Ok(blob);
+        let path = self.path(&blob.digest);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size) {
+            if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+                return Ok(blob);
+            }
+            self.note_repair(format!("blob {} did not match its digest", blob.digest));
         }
         let mut w = self.writer()?;
         w.write_all(bytes)?;
@@ -65,14 +142,174 @@ impl Store {
 
     /// A writer whose bytes become a blob on [`BlobWriter::commit`].
     pub fn writer(&self) -> Result<BlobWriter> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&self.dir)
-            .with_context(|| format!("cannot create a file in {}", self.dir.display()))?;
+        let tmp = temp_file(&self.dir, ".tmp-")?;
         Ok(BlobWriter {
             out: HashWriter::new(io::BufWriter::with_capacity(1 << 17, tmp)),
             dir: self.dir.clone(),
         })
+    }
+
+    /// Opens a blob for reading; the reader fails (with a [`Damaged`] error, before handing out
+    /// its last bytes) unless the blob has exactly `size` bytes with this digest.
+    pub fn open_verified(&self, digest: &str, size: u64) -> Result<Verified<File>> {
+        let path = self.path(digest);
+        let f = File::open(&path).map_err(|e| self.damaged(format!("blob {digest}: {e}")))?;
+        let len = f.metadata()?.len();
+        if len != size {
+            return Err(self
+                .damaged(format!("blob {digest} has {len} bytes, not {size}"))
+                .into());
+        }
+        Ok(Verified::new(
+            f,
+            format!("blob {digest}"),
+            digest.to_string(),
+            size,
+            self.root(),
+        ))
+    }
+
+    /// Reads a (small) blob whole, checked against its digest.
+    pub fn read(&self, blob: &Blob) -> Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(blob.size as usize);
+        self.open_verified(&blob.digest, blob.size)?
+            .read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    /// Reads a (small) blob whole by digest alone, checked against it.
+    pub fn read_digest(&self, digest: &str) -> Result<Vec<u8>> {
+        let bytes = std::fs::read(self.path(digest))
+            .map_err(|e| self.damaged(format!("blob {digest}: {e}")))?;
+        if digest_of(&bytes) != digest {
+            return Err(self
+                .damaged(format!("blob {digest} does not match its digest"))
+                .into());
+        }
+        Ok(bytes)
+    }
+
+    /// Whether the blob is in the store with exactly its size and digest (reads it whole).
+    pub fn verify(&self, blob: &Blob) -> bool {
+        self.open_verified(&blob.digest, blob.size)
+            .is_ok_and(|mut r| io::copy(&mut r, &mut io::sink()).is_ok())
+    }
+
+    /// Copies a blob out of the store to `dest` (a file of its own, never a link into the store,
+    /// mode 0644 less the umask), checked against its digest on the way, atomically. An
+    /// existing `dest` is kept only when it is not the store's own file and holds exactly the
+    /// blob.
+    pub fn copy_out(&self, blob: &Blob, dest: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let src = self.path(&blob.digest);
+        if let Ok(m) = std::fs::metadata(dest) {
+            let shared =
+                std::fs::metadata(&src).is_ok_and(|s| s.ino() == m.ino() && s.dev() == m.dev());
+            if !shared
+                && m.len() == blob.size
+                && file_digest(dest).ok().as_deref() == Some(blob.digest.as_str())
+            {
+                return Ok(());
+            }
+        }
+        let dir = dest.parent().context("blob destination has no directory")?;
+        let mut r = self.open_verified(&blob.digest, blob.size)?;
+        let tmp = temp_file(dir, ".tmp-blob-")?;
+        let mut w = io::BufWriter::with_capacity(1 << 17, tmp);
+        io::copy(&mut r, &mut w).map_err(|e| {
+            match e.get_ref().and_then(|i| i.downcast_ref::<Damaged>()) {
+                Some(d) => anyhow::Error::new(d.clone()),
+                None => anyhow::Error::new(e).context(format!("cannot write {}", dest.display())),
+            }
+        })?;
+        let tmp = w.into_inner().map_err(|e| e.into_error())?;
+        tmp.persist(dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", dest.display()))?;
+        Ok(())
+    }
+}
+
+/// Temporary files older than this are left-overs of an interrupted run.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A temporary file in `dir` with this name prefix, readable by all (mode 0666 less the umask,
+/// as other tools create files), removed unless persisted.
+pub fn temp_file(dir: &Path, prefix: &str) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))
+}
+
+/// The `sha256:<hex>` digest of a file's bytes.
+pub fn file_digest(path: &Path) -> io::Result<String> {
+    let mut w = HashWriter::new(io::sink());
+    io::copy(&mut File::open(path)?, &mut w)?;
+    Ok(w.finish().1)
+}
+
+/// A reader of exactly `size` bytes that hashes what it reads and fails, before handing out the
+/// last bytes, unless they have the expected digest: a [`Damaged`] error naming `what`.
+pub struct Verified<R> {
+    inner: R,
+    hasher: Sha256,
+    left: u64,
+    digest: String,
+    what: String,
+    store: PathBuf,
+}
+
+impl<R: Read> Verified<R> {
+    /// `what` names the bytes in messages (`blob sha256:...`).
+    pub fn new(inner: R, what: String, digest: String, size: u64, store: &Path) -> Self {
+        Verified {
+            inner,
+            hasher: Sha256::new(),
+            left: size,
+            digest,
+            what,
+            store: store.to_path_buf(),
+        }
+    }
+
+    fn fail(&self, why: String) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            Damaged {
+                what: format!("{} {why}", self.what),
+                store: self.store.clone(),
+            },
+        )
+    }
+}
+
+impl<R: Read> Read for Verified<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(self.fail(format!("ended {} bytes early", self.left)));
+        }
+        self.hasher.update(&buf[..n]);
+        self.left -= n as u64;
+        if self.left == 0 {
+            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            if got != self.digest {
+                return Err(self.fail(format!(
+                    "does not match its digest {} (its bytes hash to {got})",
+                    self.digest
+                )));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -147,21 +384,6 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Copies a blob file out of the store (hard link when possible) to `dest`, atomically.
-pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
-    if dest.is_file() {
-        return Ok(());
-    }
-    let dir = dest.parent().context("blob destination has no directory")?;
-    let tmp = unique_temp_path(dir, "blob")?;
-    if std::fs::hard_link(src, &tmp).is_err() {
-        std::fs::copy(src, &tmp)
-            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
-    }
-    std::fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
-    Ok(())
-}
-
 /// A path for a temporary file in `dir` that no other writer, in this process or another, uses
 /// (`dir` is created when missing).
 pub fn unique_temp_path(dir: &Path, what: &str) -> Result<PathBuf> {
@@ -203,5 +425,65 @@ mod tests {
         std::fs::write(store.path(&a.digest), b"conf").unwrap();
         store.put(b"config").unwrap();
         assert_eq!(std::fs::read(store.path(&a.digest)).unwrap(), b"config");
+    }
+
+    #[test]
+    fn damaged_blobs_never_reach_an_output() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".store")).unwrap();
+        let blob = store.put(&vec![7u8; 300_000]).unwrap();
+        let out = dir.path().join("out");
+        store.copy_out(&blob, &out).unwrap();
+        assert_eq!(file_digest(&out).unwrap(), blob.digest);
+        let (a, b) = (
+            std::fs::metadata(&out).unwrap(),
+            std::fs::metadata(store.path(&blob.digest)).unwrap(),
+        );
+        assert_ne!(a.ino(), b.ino(), "an output is a copy");
+
+        // One flipped byte: every verified read fails, naming the cache, before its last bytes.
+        let mut bytes = std::fs::read(store.path(&blob.digest)).unwrap();
+        bytes[1000] ^= 1;
+        std::fs::write(store.path(&blob.digest), &bytes).unwrap();
+        assert!(!store.verify(&blob));
+        let err = store.read(&blob).unwrap_err();
+        assert!(is_damaged(&err), "{err:#}");
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains(".store") && shown.contains("cargo oci clean"),
+            "{shown}"
+        );
+        let fresh = dir.path().join("fresh");
+        let err = store.copy_out(&blob, &fresh).unwrap_err();
+        assert!(is_damaged(&err), "{err:#}");
+        assert!(!fresh.exists(), "nothing half-written");
+        // The earlier, good output is kept as it is.
+        store.copy_out(&blob, &out).unwrap();
+        assert_eq!(file_digest(&out).unwrap(), blob.digest);
+
+        // A short blob is damaged too.
+        std::fs::write(store.path(&blob.digest), &bytes[..10]).unwrap();
+        assert!(is_damaged(&store.read(&blob).unwrap_err()));
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let shas = dir.path().join("sha256");
+        std::fs::create_dir_all(&shas).unwrap();
+        let (old, new) = (shas.join(".tmp-old"), shas.join(".tmp-new"));
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"x").unwrap();
+        let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(new.exists());
     }
 }

@@ -172,6 +172,12 @@ pub fn load(rt: Runtime, store: &Store, images: &[&Image], report: &Reporter) ->
         .wait_with_output()
         .with_context(|| format!("`{} load` did not finish", rt.program()))?;
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // A damaged cache stops the stream, and the engine then fails on it: the cache is the cause.
+    if let Err(e) = &written {
+        if crate::oci::store::is_damaged(e) {
+            return written.map(|_| String::new());
+        }
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(anyhow!(

@@ -61,7 +61,8 @@ impl Sink for Layout {
         if let Some(parent) = self.0.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ok();
         }
-        Ok(check_writable(&self.0, "image layout")?)
+        check_writable(&self.0, "image layout")?;
+        Ok(layout::check_destination(&self.0)?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
         layout::write_layout(store, images, &self.0)?;
@@ -80,6 +81,7 @@ impl Sink for OciArchive {
         Ok(check_writable(&self.0, "image archive")?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
+        remove_stale_beside(&self.0);
         write_atomic(&self.0, |w| archive::write_oci_archive(store, images, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
@@ -96,6 +98,7 @@ impl Sink for DockerArchive {
         Ok(check_writable(&self.0, "image archive")?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
+        remove_stale_beside(&self.0);
         write_atomic(&self.0, |w| archive::write_docker_archive(store, images, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
@@ -135,10 +138,8 @@ impl Sink for Bundle {
     fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered> {
         let image = first(images)?;
         let tree = flatten::flatten(store, image)?;
-        let config: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(
-            crate::oci::store::open(&store.path(&image.config.digest))?,
-        ))
-        .context("cannot read the image config")?;
+        let config: serde_json::Value = serde_json::from_slice(&store.read(&image.config)?)
+            .context("cannot read the image config")?;
         let skipped = bundle::write(&tree, &config["config"], self.readonly, &self.dir)?;
         if skipped > 0 {
             report.warn(&format!(
@@ -161,9 +162,19 @@ impl Sink for Export {
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
         let tree = flatten::flatten(store, first(images)?)?;
+        remove_stale_beside(&self.0);
         write_atomic(&self.0, |w| export::write_tar(&tree, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
+}
+
+/// Removes the temporary files that interrupted writes of earlier runs left beside `path`.
+fn remove_stale_beside(path: &Path) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    crate::util::fs::remove_stale_output_temps(dir, crate::oci::store::STALE_AFTER);
 }
 
 fn first<'a>(images: &[&'a Image]) -> Result<&'a Image> {

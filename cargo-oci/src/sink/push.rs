@@ -116,6 +116,18 @@ pub fn push_image(
             });
         }
     }
+    // The registry checks every digest too, but a blob that is not what the store says is a
+    // damaged cache, and is told as one before anything is sent.
+    for b in image.layers.iter().map(|l| &l.blob).chain([&image.config]) {
+        if !store.verify(b) {
+            return Err(store
+                .damaged(format!(
+                    "blob {} is missing or does not match its digest",
+                    b.digest
+                ))
+                .into());
+        }
+    }
     // The largest first, so that parallel uploads finish together.
     blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
 
@@ -152,7 +164,8 @@ pub fn push_image(
     )?;
 
     // Every blob is confirmed in the repository: now the manifest, by digest, then the tags.
-    let manifest = std::fs::read(store.path(&image.manifest.digest))
+    let manifest = store
+        .read(&image.manifest)
         .with_context(|| format!("cannot read the manifest {}", image.manifest.digest))?;
     client
         .put_manifest(

@@ -1,19 +1,28 @@
-//! Writing files so that readers never see half of one: a temporary file in the destination's
-//! directory, renamed into place when complete.
+//! Writing files so that readers never see half of one (a temporary file in the destination's
+//! directory, renamed into place when complete), removing the temporary files an interrupted
+//! run left behind, and exclusive locks that serialise writers of one directory.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+/// The name prefix of [`write_atomic`]'s temporary files.
+pub const TEMP_PREFIX: &str = ".cargo-oci-";
+
 /// Writes `path` through a temporary file in the same directory, renamed into place on success.
+/// The file gets mode 0666 less the umask, as files other tools create.
 pub fn write_atomic(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let tmp = tempfile::Builder::new()
-        .prefix(".cargo-oci-")
+        .prefix(TEMP_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let mut w = io::BufWriter::new(tmp);
@@ -24,4 +33,59 @@ pub fn write_atomic(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -
         .map_err(|e| e.error)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Whether a file name is one of cargo-oci's temporary files (blobs on their way into the store
+/// or a layout, files on their way into place).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(".tmp-") || name.starts_with(TEMP_PREFIX)
+}
+
+/// Removes cargo-oci's temporary files directly in `dir` (a directory of cargo-oci's own) not
+/// modified for `age` (left by a run that was interrupted; a run in progress keeps writing its
+/// own). Returns the bytes removed.
+pub fn remove_stale_temps(dir: &Path, age: Duration) -> u64 {
+    remove_stale(dir, age, is_temp_name)
+}
+
+/// Removes [`write_atomic`]'s temporary files directly in `dir` (any directory: a user's too)
+/// not modified for `age`.
+pub fn remove_stale_output_temps(dir: &Path, age: Duration) -> u64 {
+    remove_stale(dir, age, |n| n.starts_with(TEMP_PREFIX))
+}
+
+fn remove_stale(dir: &Path, age: Duration, ours: impl Fn(&str) -> bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        if !ours(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let Ok(m) = entry.metadata() else { continue };
+        let old = m
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a >= age);
+        if m.is_file() && old && std::fs::remove_file(entry.path()).is_ok() {
+            freed += m.len();
+        }
+    }
+    freed
+}
+
+/// Takes an exclusive lock on the file `path` (created when missing), waiting for another
+/// process that holds it; the lock lasts as long as the returned file is open.
+pub fn lock_exclusive(path: &Path) -> Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    fs4::FileExt::lock(&f).with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(f)
 }
