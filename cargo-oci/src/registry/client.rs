@@ -110,8 +110,8 @@ impl std::fmt::Display for NoAnswer {
             ),
             Cause::Tls => write!(
                 f,
-                "{}: {} has a TLS certificate cargo-oci does not trust ({}); for a certificate \
-                 of your own CA, pass --ca-file FILE",
+                "{}: {} answers HTTPS with a certificate cargo-oci does not trust ({}); for a \
+                 certificate of your own CA, pass --ca-file FILE",
                 self.what, self.registry, self.error
             ),
             Cause::Other => write!(
