@@ -151,3 +151,111 @@ impl Read for BlobReader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ClientOptions;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    const BLOB: &[u8] = b"0123456789abcdefghij";
+
+    /// Serves `BLOB` on loopback: the first answer breaks off after 7 bytes; later ones honour
+    /// a `Range: bytes=N-` header when `ranges`, else send the whole blob again. Returns the
+    /// address and the `Range` headers seen.
+    fn flaky_server(ranges: bool) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for i in 0..2 {
+                let Some(conn) = accept_within(&listener, Duration::from_secs(10)) else {
+                    break;
+                };
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut range = None;
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range:") {
+                        range = Some(v.trim().to_string());
+                    }
+                }
+                seen.push(range.clone().unwrap_or_default());
+                let mut out = conn;
+                let head = |status: &str, len: usize, extra: &str| {
+                    format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n")
+                };
+                if i == 0 {
+                    out.write_all(head("200 OK", BLOB.len(), "").as_bytes())
+                        .unwrap();
+                    out.write_all(&BLOB[..7]).unwrap();
+                } else if let (true, Some(r)) = (ranges, range) {
+                    let from: usize = r
+                        .trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap();
+                    let extra = format!(
+                        "Content-Range: bytes {from}-{}/{}\r\n",
+                        BLOB.len() - 1,
+                        BLOB.len()
+                    );
+                    out.write_all(
+                        head("206 Partial Content", BLOB.len() - from, &extra).as_bytes(),
+                    )
+                    .unwrap();
+                    out.write_all(&BLOB[from..]).unwrap();
+                } else {
+                    out.write_all(head("200 OK", BLOB.len(), "").as_bytes())
+                        .unwrap();
+                    out.write_all(BLOB).unwrap();
+                }
+            }
+            seen
+        });
+        (addr, server)
+    }
+
+    /// The next connection, if one comes within `limit`.
+    fn accept_within(listener: &TcpListener, limit: Duration) -> Option<std::net::TcpStream> {
+        listener.set_nonblocking(true).unwrap();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    return Some(conn);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_broken_blob_download_resumes() {
+        for ranges in [true, false] {
+            let (addr, server) = flaky_server(ranges);
+            let opts = ClientOptions {
+                backoff: Duration::from_millis(1),
+                ..ClientOptions::default()
+            };
+            let client = Client::new(&addr, None, vec![], opts).unwrap();
+            let mut got = Vec::new();
+            client
+                .get_blob("r", "sha256:x")
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            assert_eq!(got, BLOB, "ranges served: {ranges}");
+            assert_eq!(server.join().unwrap(), ["", "bytes=7-"]);
+        }
+    }
+}
