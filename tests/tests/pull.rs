@@ -1,7 +1,7 @@
 //! Base images pulled from a registry (`from = "HOST/REPO@sha256:…"`) with the client `push`
 //! uses: through a loopback proxy that injects 5xx answers and dropped connections, from an
-//! HTTPS registry with a CA of its own (`--ca-file`), and the messages of a wrong password and
-//! of a registry nobody runs. The base is put in the registry by skopeo, and what was built on
+//! HTTPS registry with a CA of its own (`--ca-file`), from a bearer-token registry (asking for
+//! the pull scope only), and the messages of a wrong password and of a registry nobody runs. The base is put in the registry by skopeo, and what was built on
 //! it is checked against what skopeo reads.
 
 use std::path::{Path, PathBuf};
@@ -332,4 +332,53 @@ fn a_wrong_password_and_a_registry_nobody_runs_are_named() {
         "a failed build wrote {}",
         layout.display()
     );
+}
+
+#[test]
+fn a_base_from_a_token_registry_asks_only_to_pull() {
+    if tool("skopeo").is_none() {
+        return;
+    }
+    let Some(tokens) = registry::TokenServer::start("ann", "t0ken-pw") else {
+        return;
+    };
+    let Some(reg) = Registry::start_with_tokens(&tokens) else {
+        return;
+    };
+    let pinned = put_base(
+        &reg.addr,
+        "bases/bearer",
+        &["--dest-tls-verify=false", "--dest-creds", "ann:t0ken-pw"],
+        &["--tls-verify=false", "--creds", "ann:t0ken-pw"],
+    );
+    let base = skopeo_base(
+        &format!("{}/{pinned}", reg.addr),
+        &["--tls-verify=false", "--creds", "ann:t0ken-pw"],
+    );
+    tokens.requests.lock().unwrap().clear();
+
+    let app = App::new(&format!("{}/{pinned}", reg.addr));
+    let auth = basic("ann", "t0ken-pw");
+    std::fs::write(
+        app.docker_config.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+            reg.addr,
+            auth.trim_start_matches("Basic ")
+        ),
+    )
+    .unwrap();
+    let layout = app.target.join("layout");
+    let built = success(&app.build(&layout, &[]));
+    assert_on_base(&built, &layout, &base);
+    let asked = tokens.requests.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "no token was asked for");
+    for q in &asked {
+        let scopes: Vec<&str> = q.split('&').filter(|p| p.starts_with("scope=")).collect();
+        assert_eq!(
+            scopes,
+            ["scope=repository%3Abases%2Fbearer%3Apull"],
+            "a pull asks for the pull scope only: {asked:?}"
+        );
+    }
 }
