@@ -52,9 +52,18 @@ impl Client {
         if may_send_credentials(realm, &self.base, self.plain_allowed) {
             return Ok(());
         }
+        let host = host_of(realm);
+        let why = if host.eq_ignore_ascii_case(host_of(&self.base)) {
+            format!(
+                "over plain HTTP, not allowed for {host} (it is for loopback hosts and \
+                 --insecure-registry ones)"
+            )
+        } else {
+            "on another host over plain HTTP".to_string()
+        };
         Err(anyhow!(
-            "{} sends its clients to the token service {realm}, on another host over plain \
-             HTTP: cargo-oci does not send {} there in clear",
+            "{} sends its clients to the token service {realm}, {why}: cargo-oci does not \
+             send {} there in clear",
             self.registry,
             credential.describe()
         ))
@@ -70,8 +79,8 @@ impl Client {
                 Some(h) => h,
                 None => {
                     return Err(UsageError::new(format!(
-                        "{} asks for credentials: it needs a user name and password and \
-                             none was found for it",
+                        "{} asks for credentials: it needs a user name and password and none \
+                         was found for it",
                         self.registry
                     ))
                     .hint(self.login_hint.clone())
