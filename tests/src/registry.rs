@@ -289,6 +289,12 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start(user: &str, pass: &str) -> Option<TokenServer> {
+        TokenServer::start_on("127.0.0.1", user, pass)
+    }
+
+    /// A token server listening on `ip` (a loopback address: `127.0.0.2` is another host than
+    /// a registry on `127.0.0.1`).
+    pub fn start_on(ip: &str, user: &str, pass: &str) -> Option<TokenServer> {
         tool("openssl")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
@@ -311,7 +317,7 @@ impl TokenServer {
             .expect("openssl x509")
             .stdout;
         let x5c = base64(&der, false);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
+        let listener = TcpListener::bind((ip, 0)).expect("bind token server");
         let addr = listener.local_addr().expect("addr").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -482,6 +488,9 @@ pub enum Fault {
     Status(u16),
     /// Close the connection without an answer.
     Drop,
+    /// Pass the request on, then close the connection without passing the answer back: the
+    /// registry did the work, the client does not know.
+    LoseAnswer,
 }
 
 /// Decides the fate of a request from its method, path (without query) and how many times a
@@ -639,7 +648,7 @@ fn handle(
             let _ = out.shutdown(Shutdown::Both);
             return Ok(());
         }
-        Fault::Pass => {}
+        Fault::Pass | Fault::LoseAnswer => {}
     }
     let mut up = TcpStream::connect(upstream)?;
     let mut req = format!("{request_line}\r\n");
@@ -652,6 +661,11 @@ fn handle(
     req.push_str("Connection: close\r\n\r\n");
     up.write_all(req.as_bytes())?;
     up.write_all(&body)?;
+    if fault == Fault::LoseAnswer {
+        std::io::copy(&mut up, &mut std::io::sink())?;
+        let _ = out.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     std::io::copy(&mut up, &mut out)?;
     let _ = out.shutdown(Shutdown::Both);
     Ok(())

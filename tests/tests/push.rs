@@ -169,11 +169,12 @@ fn credentials_from_stdin_config_json_and_helper() {
     let out = with_stdin(c.stdin(Stdio::piped()), "not-the-password\n");
     assert_eq!(out.status.code(), Some(1), "wrong password must fail");
     let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
     assert!(
-        err.contains("refused user `ann` (from --password-stdin)"),
-        "{err}"
+        first.contains("refused user `ann` (from --password-stdin)") && first.contains("401"),
+        "the first line names the refused user and where the password came from: {err}"
     );
-    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("answers neither"), "{err}");
     assert!(
         !err.contains("not-the-password"),
         "the password leaked: {err}"
@@ -481,6 +482,22 @@ fn retries_through_errors_and_dropped_connections() {
     let dest = format!("{}/faults/app", proxy.addr);
     let out = push_json(push_cmd(&b, &dest, &["--chunk-size", "1M"], home.path()));
     assert_eq!(out["digest"], b.digest.as_str());
+    // Every blob went up after retries, and each counts once in the bytes uploaded.
+    let sizes: u64 = b.json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        out["blobs"]["uploaded"],
+        b.json["layers"].as_array().unwrap().len() + 1
+    );
+    let uploaded = out["uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        uploaded > sizes,
+        "{uploaded} bytes uploaded; the layers alone are {sizes}: {out}"
+    );
     let seen = proxy.seen();
     let injected = |f: Fault| seen.iter().filter(|s| s.fault == f).count();
     assert!(injected(Fault::Drop) >= 3, "dropped: {seen:?}");
@@ -495,6 +512,42 @@ fn retries_through_errors_and_dropped_connections() {
         .args(["copy", "-q", "--src-tls-verify=false"])
         .arg(format!("docker://{}/faults/app:latest", reg.addr))
         .arg(format!("dir:{}", dir.path().join("x").display())));
+}
+
+#[test]
+fn uploads_whose_answer_was_lost_count_their_bytes() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    // The answer to each blob's final PUT is lost: the registry has the blob, the client sees a
+    // dropped connection, its retry finds the session gone, and it checks before starting over.
+    let proxy = Proxy::start(
+        &reg.addr,
+        Arc::new(|method: &str, path: &str, n: usize| {
+            if method == "PUT" && path.contains("/blobs/uploads/") && n == 0 {
+                Fault::LoseAnswer
+            } else {
+                Fault::Pass
+            }
+        }),
+    );
+    let b = built("tls-zlib");
+    let home = tempfile::tempdir().unwrap();
+    let dest = format!("{}/lost/app", proxy.addr);
+    let out = push_json(push_cmd(&b, &dest, &[], home.path()));
+    let blobs = b.json["layers"].as_array().unwrap().len() + 1;
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.iter().filter(|s| s.fault == Fault::LoseAnswer).count(),
+        blobs,
+        "{seen:?}"
+    );
+    assert_eq!(out["blobs"]["uploaded"], blobs, "{out}");
+    assert!(out["size"].as_u64().unwrap() > 0);
+    assert_eq!(
+        out["uploaded_bytes"], out["size"],
+        "every blob's bytes, once: {out}"
+    );
 }
 
 #[test]
@@ -587,9 +640,14 @@ fn bad_push_options_are_usage_errors() {
     let out = run(c.env("HOME", home.path()));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
     assert!(
-        err.contains("127.0.0.1:1") && err.contains("attempt"),
+        first.contains("nothing listens at 127.0.0.1:1") && first.contains("6 attempts"),
         "{err}"
+    );
+    assert!(
+        !err.contains("--ca-file"),
+        "not a certificate problem: {err}"
     );
 }
 
@@ -687,4 +745,38 @@ fn https_with_a_ca_file() {
         .unwrap();
         assert_eq!(v["Digest"], b.digest.as_str());
     }
+}
+
+#[test]
+fn no_password_goes_to_a_token_service_on_another_host_over_plain_http() {
+    // The registry on 127.0.0.1 names a token service on 127.0.0.2, over plain HTTP.
+    let Some(tokens) = registry::TokenServer::start_on("127.0.0.2", "ann", "t0ken-pw") else {
+        return;
+    };
+    let Some(reg) = Registry::start_with_tokens(&tokens) else {
+        return;
+    };
+    let b = built("static-hello");
+    let home = tempfile::tempdir().unwrap();
+    let mut c = push_cmd(
+        &b,
+        &format!("{}/bearer/far", reg.addr),
+        &["--username", "ann", "--password-stdin"],
+        home.path(),
+    );
+    let out = with_stdin(c.stdin(Stdio::piped()), "t0ken-pw\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("http://{}/token", tokens.addr))
+            && err.contains("another host over plain HTTP")
+            && err.contains("user `ann` (from --password-stdin)"),
+        "{err}"
+    );
+    assert!(!err.contains("t0ken-pw"), "{err}");
+    assert!(
+        tokens.requests.lock().unwrap().is_empty(),
+        "the token service was asked: {:?}",
+        tokens.requests.lock().unwrap()
+    );
 }

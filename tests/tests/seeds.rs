@@ -857,7 +857,7 @@ fn a_base_from_a_protected_registry_uses_the_push_credentials() {
         run(c)
     };
     let refused = build(false);
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(2));
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("asks for credentials"), "{why}");
 

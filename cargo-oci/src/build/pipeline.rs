@@ -16,6 +16,7 @@ use crate::config::metadata::{self, ImageSpec, Selection};
 use crate::oci::compress::{Codec, Compression};
 use crate::oci::image::{Image, Platform};
 use crate::oci::store::Store;
+use crate::registry::ClientOptions;
 use crate::util::error::UsageError;
 use crate::util::reporter::{self, Reporter};
 
@@ -29,6 +30,8 @@ pub struct BuildRequest {
     pub debug: bool,
     /// How layers are compressed.
     pub compression: Codec,
+    /// How a registry holding the base image is reached (`--ca-file`, `--insecure-registry`).
+    pub registry: ClientOptions,
 }
 
 /// The configuration of a build, read before anything is built.
@@ -124,8 +127,7 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let (image, debug, closure, plan) =
-        assemble(&spec, &artifact, &target_dir, req.compression, report)?;
+    let (image, debug, closure, plan) = assemble(&spec, &artifact, &target_dir, req, report)?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     Ok(Built {
         spec,
@@ -142,7 +144,7 @@ fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
     target_dir: &Path,
-    codec: Codec,
+    req: &BuildRequest,
     report: &Reporter,
 ) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
     let info = closure::inspect(&artifact.path)?;
@@ -156,6 +158,7 @@ fn assemble(
             from,
             &store,
             &platform.architecture,
+            &req.registry,
             report,
         )?),
         None => None,
@@ -243,7 +246,14 @@ fn assemble(
         .iter()
         .chain(plan.debug_layer.as_ref())
         .collect();
-    let mut layers = write_layers(&store, target_dir, &all, spec.mtime, codec, report)?;
+    let mut layers = write_layers(
+        &store,
+        target_dir,
+        &all,
+        spec.mtime,
+        req.compression,
+        report,
+    )?;
     let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
     let user_path = spec.env.contains_key("PATH");
     let mut image =

@@ -222,6 +222,30 @@ pub struct ImageArgs {
     /// Layer compression (gzip: read by every runtime; zstd: about twice as fast).
     #[arg(long, value_enum, default_value_t)]
     pub compression: Codec,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How registries are reached, for a base image (`from`) as for a push.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP for this registry host when HTTPS does not answer (loopback hosts
+    /// always may; repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", value_parser = crate::sink::push::existing_file)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> ClientOptions {
+        ClientOptions {
+            insecure_registries: self.insecure_registry.clone(),
+            ca_file: self.ca_file.clone(),
+            ..ClientOptions::default()
+        }
+    }
 }
 
 impl ImageArgs {
@@ -233,6 +257,7 @@ impl ImageArgs {
             no_build: self.no_build,
             debug: self.debug,
             compression: self.compression,
+            registry: self.registry.options(),
         }
     }
 }
@@ -265,13 +290,6 @@ pub struct PushArgs {
     /// Read the registry password from stdin.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
-    /// Allow plain HTTP for this registry host when HTTPS does not answer (loopback hosts
-    /// always may; repeatable).
-    #[arg(long, value_name = "HOST[:PORT]")]
-    pub insecure_registry: Vec<String>,
-    /// Also trust the CA certificates in this PEM file.
-    #[arg(long, value_name = "FILE", value_parser = crate::sink::push::existing_file)]
-    pub ca_file: Option<PathBuf>,
     /// Blobs sent at the same time.
     #[arg(short, long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=32))]
@@ -607,11 +625,7 @@ fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
     Ok(PushRequest {
         destination,
         credential,
-        client: ClientOptions {
-            insecure_registries: a.insecure_registry.clone(),
-            ca_file: a.ca_file.clone(),
-            ..ClientOptions::default()
-        },
+        client: a.image.registry.options(),
         jobs: usize::from(a.jobs),
         chunk_size: a.chunk_size,
         cache_dir: conf.oci_dir(),

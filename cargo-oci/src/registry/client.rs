@@ -1,24 +1,24 @@
-//! The OCI distribution API over HTTP: blob existence, cross-repository mounts, monolithic and
-//! chunked blob uploads and manifest PUTs, each request retried with bounded exponential backoff
-//! on 5xx, 429 (honouring `Retry-After`) and broken connections, and authenticated on demand
-//! (basic or bearer token, from the registry's `WWW-Authenticate` challenge).
+//! The transport of the registry client: one [`Client`] per registry, with its TLS roots (the
+//! system's plus `--ca-file`), its scheme (HTTPS, or plain HTTP for loopback and
+//! `--insecure-registry` hosts when HTTPS does not answer there), and [`Client::send`], which
+//! retries every request with bounded exponential backoff on 5xx, 408, 429 (honouring
+//! `Retry-After`) and broken connections, and answers one authentication challenge (see
+//! [`super::negotiate`]). A request that gets no answer fails with a [`NoAnswer`] that says why
+//! first: nothing listens there, an untrusted certificate, or the transport error.
 //!
-//! One [`Client`] talks to one registry and is shared by the upload threads: `ureq`'s agent pools
-//! connections and the current `Authorization` value sits behind a lock.
+//! One client is shared by the upload threads of a push: `ureq`'s agent pools connections and
+//! the current `Authorization` value sits behind a lock.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use ureq::http::Response;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Agent, Body};
 
-use super::auth::{self, Challenge, Credential, Secret};
+use super::auth::Credential;
 use crate::util::error::UsageError;
 
 /// How the client connects and retries.
@@ -47,39 +47,96 @@ impl Default for ClientOptions {
     }
 }
 
-/// A blob file to upload.
-#[derive(Debug, Clone)]
-pub struct BlobFile {
-    pub digest: String,
-    pub size: u64,
-    pub path: PathBuf,
-}
-
-/// What a mount request did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mount {
-    Mounted,
-    /// The registry did not mount but opened an upload session at this location.
-    Upload(String),
-}
-
 /// Sends one request, given the `Authorization` value to use.
-type MakeRequest<'a> = dyn Fn(&Agent, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+pub(super) type MakeRequest<'a> =
+    dyn Fn(&Agent, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
 
 /// A client for one registry.
 pub struct Client {
-    agent: Agent,
+    pub(super) agent: Agent,
     /// `http://host:port` or `https://host`.
-    base: String,
+    pub(super) base: String,
     /// Plain HTTP is allowed (loopback or `--insecure-registry`): HTTPS is tried first.
-    plain_allowed: bool,
+    pub(super) plain_allowed: bool,
     /// The registry as named (`docker.io`, `127.0.0.1:5000`), for messages.
     pub registry: String,
-    credential: Option<Credential>,
+    pub(super) credential: Option<Credential>,
     /// Scopes asked for in token requests.
-    scopes: Vec<String>,
-    authorization: Mutex<Option<String>>,
-    opts: ClientOptions,
+    pub(super) scopes: Vec<String>,
+    pub(super) authorization: Mutex<Option<String>>,
+    pub(super) opts: ClientOptions,
+    /// How to give credentials, for messages (the push command has options for it).
+    pub(super) login_hint: String,
+}
+
+/// Why a transport error happened, as far as it tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Nothing listens at the address.
+    Refused,
+    /// The TLS handshake failed: a certificate not trusted, say.
+    Tls,
+    /// Anything else: a reset, a timeout, a name that does not resolve.
+    Other,
+}
+
+/// A request that got no HTTP answer, after every attempt.
+#[derive(Debug)]
+pub struct NoAnswer {
+    /// What the request was for.
+    pub what: String,
+    pub registry: String,
+    /// `host:port` connected to.
+    pub address: String,
+    pub attempts: u32,
+    pub cause: Cause,
+    pub error: ureq::Error,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.attempts;
+        let tries = if n == 1 {
+            "1 attempt".into()
+        } else {
+            format!("{n} attempts")
+        };
+        match self.cause {
+            Cause::Refused => write!(
+                f,
+                "{}: nothing listens at {} (connection refused, {tries}); is the registry running, \
+                 and is that its address?",
+                self.what, self.address
+            ),
+            Cause::Tls => write!(
+                f,
+                "{}: {} answers HTTPS with a certificate cargo-oci does not trust ({}); for a \
+                 certificate of your own CA, pass --ca-file FILE",
+                self.what, self.registry, self.error
+            ),
+            Cause::Other => write!(
+                f,
+                "{}: no answer from {} after {tries}: {}",
+                self.what, self.registry, self.error
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NoAnswer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// What a transport error says about its cause.
+pub fn cause(e: &ureq::Error) -> Cause {
+    match e {
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Cause::Refused,
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => Cause::Tls,
+        e if e.to_string().contains("certificate") => Cause::Tls,
+        _ => Cause::Other,
+    }
 }
 
 /// Hosts that need no TLS: loopback addresses and `localhost`.
@@ -130,7 +187,7 @@ fn read_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>> {
 }
 
 /// The error text of a registry answer: its `errors[0]` code and message, else the body's start.
-fn registry_message(body: &str) -> String {
+pub(super) fn registry_message(body: &str) -> String {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
         if let Some(e) = v["errors"].get(0) {
             let code = e["code"].as_str().unwrap_or_default();
@@ -147,7 +204,7 @@ fn registry_message(body: &str) -> String {
         .to_string()
 }
 
-fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+pub(super) fn header(resp: &Response<Body>, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -155,7 +212,7 @@ fn header(resp: &Response<Body>, name: &str) -> Option<String> {
 }
 
 /// An HTTP answer that is not what the protocol step expected.
-fn unexpected(what: &str, mut resp: Response<Body>) -> anyhow::Error {
+pub(super) fn unexpected(what: &str, mut resp: Response<Body>) -> anyhow::Error {
     let status = resp.status();
     let body = resp
         .body_mut()
@@ -172,7 +229,7 @@ fn unexpected(what: &str, mut resp: Response<Body>) -> anyhow::Error {
 }
 
 /// Reads and drops a body so that the connection goes back to the pool.
-fn drain(mut resp: Response<Body>) {
+pub(super) fn drain(mut resp: Response<Body>) {
     let _ = resp.body_mut().with_config().limit(1 << 20).read_to_vec();
 }
 
@@ -230,16 +287,41 @@ impl Client {
             scopes,
             authorization: Mutex::new(None),
             opts,
+            login_hint: format!(
+                "log in with `docker login {registry}` or `podman login {registry}`"
+            ),
         })
     }
 
+    /// Says how to give credentials in messages about missing or refused ones.
+    pub fn with_login_hint(mut self, hint: impl Into<String>) -> Client {
+        self.login_hint = hint.into();
+        self
+    }
+
+    /// `host:port` of the registry, as connected to.
+    pub(super) fn address(&self) -> String {
+        let authority = self.base.split_once("://").map_or(&*self.base, |(_, a)| a);
+        if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else if self.base.starts_with("https://") {
+            format!("{authority}:443")
+        } else {
+            format!("{authority}:80")
+        }
+    }
+
     /// `base + /v2/...`.
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}/v2/{path}", self.base)
     }
 
     /// An upload location (absolute or relative) with `query` appended.
-    fn location_url(&self, location: &str, query: &str) -> String {
+    pub(super) fn location_url(&self, location: &str, query: &str) -> String {
         let abs = if location.starts_with("http://") || location.starts_with("https://") {
             location.to_string()
         } else {
@@ -256,7 +338,7 @@ impl Client {
 
     /// The `Authorization` value for `url`: none for an upload location on another host (a
     /// storage backend), which must not see the registry's credentials.
-    fn same_origin<'a>(&self, url: &str, auth: Option<&'a str>) -> Option<&'a str> {
+    pub(super) fn same_origin<'a>(&self, url: &str, auth: Option<&'a str>) -> Option<&'a str> {
         auth.filter(|_| url.starts_with(&format!("{}/", self.base)))
     }
 
@@ -269,7 +351,7 @@ impl Client {
 
     /// Sends a request made by `make` (given the `Authorization` value), retrying transient
     /// failures and answering one authentication challenge.
-    fn send(&self, what: &str, make: &MakeRequest) -> Result<Response<Body>> {
+    pub(super) fn send(&self, what: &str, make: &MakeRequest) -> Result<Response<Body>> {
         let mut authenticated = false;
         let mut attempt = 0u32;
         loop {
@@ -292,10 +374,14 @@ impl Client {
                         .map_or("anonymous access".to_string(), |c| c.describe());
                     let status = resp.status();
                     let err = unexpected(what, resp);
+                    let check = if self.credential.is_some() {
+                        "check the user name and password"
+                    } else {
+                        "it needs credentials"
+                    };
                     return Err(err.context(format!(
-                        "{} refused {who} ({status}); check the user name and password (--username \
-                         with --password-stdin, or `docker login {}`)",
-                        self.registry, self.registry
+                        "{} refused {who} ({status}); {check}: {}",
+                        self.registry, self.login_hint
                     )));
                 }
                 Ok(resp)
@@ -312,27 +398,23 @@ impl Client {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if !last && retryable(&e) => std::thread::sleep(self.backoff(attempt)),
-                Err(e) => {
-                    let tls = e.to_string().contains("certificate");
-                    let err = anyhow!(e).context(format!(
-                        "{what}: no answer from {} after {attempt} attempt(s)",
-                        self.registry
-                    ));
-                    return Err(if tls {
-                        err.context(format!(
-                            "{} has a TLS certificate cargo-oci does not trust; for a \
-                             certificate of your own CA, pass --ca-file FILE",
-                            self.registry
-                        ))
-                    } else {
-                        err
-                    });
-                }
+                Err(e) => return Err(self.no_answer(what, attempt, e).into()),
             }
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(super) fn no_answer(&self, what: &str, attempts: u32, error: ureq::Error) -> NoAnswer {
+        NoAnswer {
+            what: what.to_string(),
+            registry: self.registry.clone(),
+            address: self.address(),
+            attempts,
+            cause: cause(&error),
+            error,
+        }
+    }
+
+    pub(super) fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
         self.opts
             .backoff
@@ -340,129 +422,13 @@ impl Client {
             .min(self.opts.max_backoff)
     }
 
-    /// Answers a `WWW-Authenticate` challenge: sets the `Authorization` value to use.
-    fn authenticate(&self, challenge: Option<&str>) -> Result<()> {
-        let challenge = challenge.and_then(auth::parse_challenge).context(
-            "the registry asked for authentication without a usable WWW-Authenticate challenge",
-        )?;
-        let value = match challenge {
-            Challenge::Basic => {
-                match self.credential.as_ref().and_then(Credential::basic_header) {
-                    Some(h) => h,
-                    None => return Err(UsageError::new(format!(
-                        "{} needs a user name and password and none was found",
-                        self.registry
-                    ))
-                    .hint(
-                        "pass --username USER --password-stdin, or log in with `docker login` / \
-                         `podman login`",
-                    )
-                    .into()),
-                }
-            }
-            Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            } => format!("Bearer {}", self.token(&realm, service.as_deref(), scope)?),
-        };
-        *self.authorization.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        Ok(())
-    }
-
-    /// Fetches a bearer token from `realm` for our scopes (and the challenge's).
-    fn token(&self, realm: &str, service: Option<&str>, scope: Option<String>) -> Result<String> {
-        let mut scopes = self.scopes.clone();
-        if let Some(s) = scope {
-            if !scopes.contains(&s) {
-                scopes.push(s);
-            }
-        }
-        let mut params: Vec<(String, String)> = Vec::new();
-        if let Some(s) = service {
-            params.push(("service".into(), s.into()));
-        }
-        for s in &scopes {
-            params.push(("scope".into(), s.clone()));
-        }
-        let query = |extra: &[(String, String)]| {
-            params
-                .iter()
-                .chain(extra)
-                .map(|(k, v)| format!("{k}={}", auth::query_escape(v)))
-                .collect::<Vec<_>>()
-                .join("&")
-        };
-        let mut attempt = 0;
-        let mut resp = loop {
-            attempt += 1;
-            let r = match self.credential.as_ref().map(|c| &c.secret) {
-                Some(Secret::IdentityToken(t)) => {
-                    let form = query(&[
-                        ("grant_type".into(), "refresh_token".into()),
-                        ("client_id".into(), "cargo-oci".into()),
-                        ("refresh_token".into(), t.clone()),
-                    ]);
-                    self.agent
-                        .post(realm)
-                        .header("Content-Type", "application/x-www-form-urlencoded")
-                        .send(form.as_bytes())
-                }
-                _ => {
-                    let sep = if realm.contains('?') { '&' } else { '?' };
-                    let mut req = self.agent.get(&format!("{realm}{sep}{}", query(&[])));
-                    if let Some(h) = self.credential.as_ref().and_then(Credential::basic_header) {
-                        req = req.header("Authorization", h);
-                    }
-                    req.call()
-                }
-            };
-            match r {
-                Ok(resp) if resp.status().is_server_error() && attempt < self.opts.attempts => {
-                    drain(resp);
-                    std::thread::sleep(self.backoff(attempt));
-                }
-                Ok(resp) => break resp,
-                Err(e) if retryable(&e) && attempt < self.opts.attempts => {
-                    std::thread::sleep(self.backoff(attempt))
-                }
-                Err(e) => {
-                    return Err(
-                        anyhow!(e).context(format!("no answer from the token service {realm}"))
-                    )
-                }
-            }
-        };
-        if !resp.status().is_success() {
-            let who = self
-                .credential
-                .as_ref()
-                .map_or("anonymous access".to_string(), |c| c.describe());
-            return Err(unexpected(
-                &format!("the token service {realm} refused {who}"),
-                resp,
-            ));
-        }
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .with_context(|| format!("no answer from the token service {realm}"))?;
-        let body: serde_json::Value = serde_json::from_slice(&body)
-            .with_context(|| format!("the token service {realm} sent no JSON"))?;
-        body["token"]
-            .as_str()
-            .or_else(|| body["access_token"].as_str())
-            .map(str::to_string)
-            .with_context(|| format!("the token service {realm} sent no token"))
-    }
-
     /// Sends the API root request (`GET /v2/`), logging in if the registry asks: checks that
-    /// the registry answers and that the credentials work before any upload. Where plain HTTP
-    /// is allowed, HTTPS is tried first (once, no retries) and kept when it answers.
+    /// the registry answers and that the credentials work before anything else. Where plain
+    /// HTTP is allowed, HTTPS is tried first (once, no retries) and kept when it answers; a
+    /// registry that speaks TLS with a certificate not trusted is reported as such, not tried
+    /// over plain HTTP.
     pub fn check(&mut self) -> Result<()> {
-        let mut tls_error = None;
+        let what = format!("reach {}", self.registry);
         if self.plain_allowed && self.base.starts_with("http://") {
             let https = self.base.replacen("http://", "https://", 1);
             let probe = self
@@ -477,221 +443,28 @@ impl Client {
                     drain(resp);
                     self.base = https;
                 }
-                Err(e) => tls_error = Some(e),
+                Err(e) if cause(&e) == Cause::Tls => {
+                    return Err(self.no_answer(&what, 1, e).into());
+                }
+                // No TLS there (or nothing at all): plain HTTP says which.
+                Err(_) => {}
             }
         }
         let url = self.url("");
-        let what = format!("reach {}", self.registry);
-        let result = self
-            .send(&what, &|a, auth| with_auth(a.get(&url), auth).call())
-            .and_then(|resp| {
-                if resp.status().is_success() {
-                    drain(resp);
-                    Ok(())
-                } else {
-                    Err(unexpected(&what, resp))
-                }
-            });
-        match (result, tls_error) {
-            (Err(e), Some(tls)) if !e.chain().any(|c| c.is::<UsageError>()) => {
-                Err(e.context(format!(
-                    "{} answers neither HTTPS ({tls}) nor plain HTTP; for a certificate of \
-                     your own CA, pass --ca-file FILE",
-                    self.registry
-                )))
-            }
-            (r, _) => r,
-        }
-    }
-
-    /// The size of the blob if the repository has it.
-    pub fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
-        let url = self.url(&format!("{repo}/blobs/{digest}"));
-        let what = format!("check for blob {digest} in {repo}");
-        let resp = self.send(&what, &|a, auth| with_auth(a.head(&url), auth).call())?;
-        match resp.status().as_u16() {
-            200 => Ok(Some(
-                header(&resp, "content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            )),
-            404 => Ok(None),
-            _ => Err(unexpected(&what, resp)),
-        }
-    }
-
-    /// Asks the registry to mount `digest` from the repository `from` into `repo`.
-    pub fn mount(&self, repo: &str, digest: &str, from: &str) -> Result<Mount> {
-        let url = self.url(&format!(
-            "{repo}/blobs/uploads/?mount={}&from={}",
-            auth::query_escape(digest),
-            auth::query_escape(from)
-        ));
-        let what = format!("mount blob {digest} from {from} into {repo}");
-        let resp = self.send(&what, &|a, auth| with_auth(a.post(&url), auth).send_empty())?;
-        match resp.status().as_u16() {
-            201 => {
-                drain(resp);
-                Ok(Mount::Mounted)
-            }
-            202 => {
-                let loc =
-                    header(&resp, "location").context("the registry gave no upload location")?;
-                drain(resp);
-                Ok(Mount::Upload(loc))
-            }
-            _ => Err(unexpected(&what, resp)),
-        }
-    }
-
-    /// Opens an upload session; returns its location.
-    fn start_upload(&self, repo: &str, what: &str) -> Result<String> {
-        let url = self.url(&format!("{repo}/blobs/uploads/"));
-        let resp = self.send(what, &|a, auth| with_auth(a.post(&url), auth).send_empty())?;
-        if resp.status() != 202 {
-            return Err(unexpected(what, resp));
-        }
-        let loc = header(&resp, "location").context("the registry gave no upload location")?;
-        drain(resp);
-        Ok(loc)
-    }
-
-    /// Uploads a blob, in one request when it is at most `chunk_size` bytes, else in chunks of
-    /// `chunk_size`; `session` is an upload already opened (by a mount answered with 202). A
-    /// session that breaks is started over (the registry may have completed it: checked first).
-    /// `sent` counts the bytes as they go.
-    pub fn upload(
-        &self,
-        repo: &str,
-        blob: &BlobFile,
-        session: Option<String>,
-        chunk_size: u64,
-        sent: &AtomicU64,
-    ) -> Result<()> {
-        let what = format!("upload blob {} to {repo}", blob.digest);
-        let mut session = session;
-        let tries = 3;
-        for round in 1..=tries {
-            if round > 1 && self.blob_size(repo, &blob.digest)? == Some(blob.size) {
-                return Ok(());
-            }
-            let loc = match session.take() {
-                Some(l) => l,
-                None => self.start_upload(repo, &what)?,
-            };
-            let before = sent.load(Ordering::Relaxed);
-            match self.upload_session(&loc, blob, chunk_size, sent, &what) {
-                Ok(()) => return Ok(()),
-                Err(e) if round < tries => {
-                    let done = sent.load(Ordering::Relaxed) - before;
-                    sent.fetch_sub(done, Ordering::Relaxed);
-                    let _ = e;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        bail!("{what}: gave up")
-    }
-
-    fn upload_session(
-        &self,
-        location: &str,
-        blob: &BlobFile,
-        chunk_size: u64,
-        sent: &AtomicU64,
-        what: &str,
-    ) -> Result<()> {
-        let mut file = File::open(&blob.path)
-            .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
-        let digest_q = format!("digest={}", auth::query_escape(&blob.digest));
-        let resp = if blob.size <= chunk_size.max(1) {
-            let mut bytes = Vec::with_capacity(blob.size as usize);
-            file.read_to_end(&mut bytes)
-                .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
-            let url = self.location_url(location, &digest_q);
-            let resp = self.send(what, &|a, auth| {
-                with_auth(a.put(&url), self.same_origin(&url, auth))
-                    .header("Content-Type", "application/octet-stream")
-                    .send(&bytes[..])
-            })?;
-            sent.fetch_add(blob.size, Ordering::Relaxed);
-            resp
+        let resp = self.send(&what, &|a, auth| with_auth(a.get(&url), auth).call())?;
+        if resp.status().is_success() {
+            drain(resp);
+            Ok(())
         } else {
-            let mut location = location.to_string();
-            let mut offset = 0u64;
-            while offset < blob.size {
-                let n = chunk_size.min(blob.size - offset);
-                let mut bytes = vec![0u8; n as usize];
-                file.seek(SeekFrom::Start(offset))?;
-                file.read_exact(&mut bytes)
-                    .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
-                let url = self.location_url(&location, "");
-                let range = format!("{offset}-{}", offset + n - 1);
-                let resp = self.send(what, &|a, auth| {
-                    with_auth(a.patch(&url), self.same_origin(&url, auth))
-                        .header("Content-Type", "application/octet-stream")
-                        .header("Content-Range", &range)
-                        .send(&bytes[..])
-                })?;
-                if resp.status() != 202 {
-                    return Err(unexpected(&format!("{what} (bytes {range})"), resp));
-                }
-                location = header(&resp, "location").unwrap_or(location);
-                drain(resp);
-                offset += n;
-                sent.fetch_add(n, Ordering::Relaxed);
-            }
-            let url = self.location_url(&location, &digest_q);
-            self.send(what, &|a, auth| {
-                with_auth(a.put(&url), self.same_origin(&url, auth)).send_empty()
-            })?
-        };
-        if resp.status() != 201 {
-            return Err(unexpected(what, resp));
-        }
-        let theirs = header(&resp, "docker-content-digest");
-        drain(resp);
-        match theirs {
-            Some(d) if d != blob.digest => bail!(
-                "{what}: the registry stored the blob as {d}, not {}; the upload was damaged",
-                blob.digest
-            ),
-            _ => Ok(()),
-        }
-    }
-
-    /// PUTs a manifest under `reference` (a digest or a tag); returns the registry's digest of
-    /// it, checked against `digest`.
-    pub fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-        digest: &str,
-    ) -> Result<()> {
-        let url = self.url(&format!("{repo}/manifests/{reference}"));
-        let what = format!("put the manifest {reference} in {repo}");
-        let resp = self.send(&what, &|a, auth| {
-            with_auth(a.put(&url), auth)
-                .header("Content-Type", media_type)
-                .send(bytes)
-        })?;
-        if resp.status() != 201 {
-            return Err(unexpected(&what, resp));
-        }
-        let theirs = header(&resp, "docker-content-digest");
-        drain(resp);
-        match theirs {
-            Some(d) if d != digest => {
-                bail!("{what}: the registry stored the manifest as {d}, not {digest}")
-            }
-            _ => Ok(()),
+            Err(unexpected(&what, resp))
         }
     }
 }
 
-fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+pub(super) fn with_auth<B>(
+    req: ureq::RequestBuilder<B>,
+    auth: Option<&str>,
+) -> ureq::RequestBuilder<B> {
     match auth {
         Some(v) => req.header("Authorization", v),
         None => req,
@@ -700,7 +473,7 @@ fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::Reque
 
 /// Transport failures worth another try: the connection broke or timed out.
 /// A TLS failure (a certificate not trusted, say) surfaces as invalid data and is not retried.
-fn retryable(e: &ureq::Error) -> bool {
+pub(super) fn retryable(e: &ureq::Error) -> bool {
     if let ureq::Error::Io(io) = e {
         return io.kind() != std::io::ErrorKind::InvalidData;
     }

@@ -146,7 +146,11 @@ pub fn push_image(
     for r in sources.values().flatten().collect::<BTreeSet<_>>() {
         scopes.push(format!("repository:{r}:pull"));
     }
-    let mut client = Client::new(registry, credential, scopes, req.client.clone())?;
+    let mut client = Client::new(registry, credential, scopes, req.client.clone())?
+        .with_login_hint(format!(
+            "pass --username USER --password-stdin, or log in with `docker login {registry}` or \
+             `podman login {registry}`"
+        ));
     client.check()?;
 
     let total: u64 = blobs.iter().map(|b| b.size).sum();
@@ -210,9 +214,19 @@ pub fn push_image(
     Ok(Pushed {
         name: name.clone(),
         image: image.clone(),
+        uploaded_bytes: uploaded_bytes(&blobs, &results),
         blobs: results,
-        uploaded_bytes: progress.sent.load(Ordering::Relaxed),
     })
+}
+
+/// The bytes of the blobs that were uploaded, each counted once, however many tries it took.
+fn uploaded_bytes(blobs: &[BlobFile], results: &[(String, Transfer)]) -> u64 {
+    results
+        .iter()
+        .filter(|(_, t)| *t == Transfer::Uploaded)
+        .filter_map(|(d, _)| blobs.iter().find(|b| b.digest == *d))
+        .map(|b| b.size)
+        .sum()
 }
 
 /// Counters shared by the upload threads and the progress line.

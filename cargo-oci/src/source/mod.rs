@@ -20,6 +20,7 @@ use crate::oci::docker_archive;
 use crate::oci::layer::Layer;
 use crate::oci::reference::ImageName;
 use crate::oci::store::{digest_of, Store};
+use crate::registry::ClientOptions;
 use crate::util::error::UsageError;
 use crate::util::reporter::Reporter;
 
@@ -166,6 +167,11 @@ trait Blobs {
             serde_json::from_slice(&bytes).with_context(|| format!("blob {digest} is not JSON"))?;
         Ok((bytes, v))
     }
+    /// A manifest or image index, checked against its digest (a registry serves them apart
+    /// from the other blobs).
+    fn manifest(&self, digest: &str) -> Result<(Vec<u8>, Value)> {
+        self.json(digest)
+    }
 }
 
 fn check_digest(d: &str) -> Result<()> {
@@ -198,8 +204,15 @@ impl Blobs for archive::Archive {
     }
 }
 
-/// Reads the base image, checks it and puts its layers in the store.
-pub fn load(base: &BaseRef, store: &Store, architecture: &str, report: &Reporter) -> Result<Base> {
+/// Reads the base image, checks it and puts its layers in the store; a registry is reached with
+/// `registry`'s options (TLS roots, plain HTTP hosts, retries).
+pub fn load(
+    base: &BaseRef,
+    store: &Store,
+    architecture: &str,
+    registry: &ClientOptions,
+    report: &Reporter,
+) -> Result<Base> {
     report.status("Reading", &format!("base image {base}"));
     let loaded = match base {
         BaseRef::Layout { dir, reference } => {
@@ -231,9 +244,9 @@ pub fn load(base: &BaseRef, store: &Store, architecture: &str, report: &Reporter
             from_docker_archive(&ar, reference.as_deref(), store)
         }
         BaseRef::Registry { name, digest } => {
-            let client = registry::Client::new(name, store)?;
-            let (_, manifest) = client.json(digest)?;
-            from_manifest(&client, manifest, architecture, store, 0)
+            let src = registry::Source::new(name, store, registry);
+            src.manifest(digest)
+                .and_then(|(_, manifest)| from_manifest(&src, manifest, architecture, store, 0))
         }
     };
     let loaded = loaded.with_context(|| format!("cannot use the base image {base}"))?;
@@ -304,7 +317,7 @@ fn from_index(
     let names: Vec<String> = manifests.iter().filter_map(name_of).collect();
     match digests.as_slice() {
         [d] => {
-            let (_, v) = src.json(d)?;
+            let (_, v) = src.manifest(d)?;
             from_manifest(src, v, architecture, store, 0)
         }
         [] => Err(UsageError::new(format!(
@@ -348,7 +361,7 @@ fn from_manifest(
             .get("digest")
             .and_then(Value::as_str)
             .context("an index entry has no digest")?;
-        let (_, v) = src.json(d)?;
+        let (_, v) = src.manifest(d)?;
         return from_manifest(src, v, architecture, store, depth + 1);
     }
     let config_digest = manifest

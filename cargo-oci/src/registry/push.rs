@@ -1,0 +1,217 @@
+//! The registry operations of a push: blob existence (`HEAD`), cross-repository mounts,
+//! monolithic and chunked blob uploads, and manifest `PUT`s, each through [`Client::send`] and
+//! so retried like every request.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+use super::auth;
+use super::client::{drain, header, unexpected, with_auth, Client};
+
+/// A blob file to upload.
+#[derive(Debug, Clone)]
+pub struct BlobFile {
+    pub digest: String,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+/// What a mount request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    Mounted,
+    /// The registry did not mount but opened an upload session at this location.
+    Upload(String),
+}
+
+impl Client {
+    /// The size of the blob if the repository has it.
+    pub fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let url = self.url(&format!("{repo}/blobs/{digest}"));
+        let what = format!("check for blob {digest} in {repo}");
+        let resp = self.send(&what, &|a, auth| with_auth(a.head(&url), auth).call())?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(
+                header(&resp, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
+            404 => Ok(None),
+            _ => Err(unexpected(&what, resp)),
+        }
+    }
+
+    /// Asks the registry to mount `digest` from the repository `from` into `repo`.
+    pub fn mount(&self, repo: &str, digest: &str, from: &str) -> Result<Mount> {
+        let url = self.url(&format!(
+            "{repo}/blobs/uploads/?mount={}&from={}",
+            auth::query_escape(digest),
+            auth::query_escape(from)
+        ));
+        let what = format!("mount blob {digest} from {from} into {repo}");
+        let resp = self.send(&what, &|a, auth| with_auth(a.post(&url), auth).send_empty())?;
+        match resp.status().as_u16() {
+            201 => {
+                drain(resp);
+                Ok(Mount::Mounted)
+            }
+            202 => {
+                let loc =
+                    header(&resp, "location").context("the registry gave no upload location")?;
+                drain(resp);
+                Ok(Mount::Upload(loc))
+            }
+            _ => Err(unexpected(&what, resp)),
+        }
+    }
+
+    /// Opens an upload session; returns its location.
+    fn start_upload(&self, repo: &str, what: &str) -> Result<String> {
+        let url = self.url(&format!("{repo}/blobs/uploads/"));
+        let resp = self.send(what, &|a, auth| with_auth(a.post(&url), auth).send_empty())?;
+        if resp.status() != 202 {
+            return Err(unexpected(what, resp));
+        }
+        let loc = header(&resp, "location").context("the registry gave no upload location")?;
+        drain(resp);
+        Ok(loc)
+    }
+
+    /// Uploads a blob, in one request when it is at most `chunk_size` bytes, else in chunks of
+    /// `chunk_size`; `session` is an upload already opened (by a mount answered with 202). A
+    /// session that breaks is started over (the registry may have completed it: checked first).
+    /// `sent` counts the bytes as they go.
+    pub fn upload(
+        &self,
+        repo: &str,
+        blob: &BlobFile,
+        session: Option<String>,
+        chunk_size: u64,
+        sent: &AtomicU64,
+    ) -> Result<()> {
+        let what = format!("upload blob {} to {repo}", blob.digest);
+        let mut session = session;
+        let tries = 3;
+        for round in 1..=tries {
+            if round > 1 && self.blob_size(repo, &blob.digest)? == Some(blob.size) {
+                return Ok(());
+            }
+            let loc = match session.take() {
+                Some(l) => l,
+                None => self.start_upload(repo, &what)?,
+            };
+            let before = sent.load(Ordering::Relaxed);
+            match self.upload_session(&loc, blob, chunk_size, sent, &what) {
+                Ok(()) => return Ok(()),
+                Err(e) if round < tries => {
+                    let done = sent.load(Ordering::Relaxed) - before;
+                    sent.fetch_sub(done, Ordering::Relaxed);
+                    let _ = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("{what}: gave up")
+    }
+
+    fn upload_session(
+        &self,
+        location: &str,
+        blob: &BlobFile,
+        chunk_size: u64,
+        sent: &AtomicU64,
+        what: &str,
+    ) -> Result<()> {
+        let mut file = File::open(&blob.path)
+            .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
+        let digest_q = format!("digest={}", auth::query_escape(&blob.digest));
+        let resp = if blob.size <= chunk_size.max(1) {
+            let mut bytes = Vec::with_capacity(blob.size as usize);
+            file.read_to_end(&mut bytes)
+                .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
+            let url = self.location_url(location, &digest_q);
+            let resp = self.send(what, &|a, auth| {
+                with_auth(a.put(&url), self.same_origin(&url, auth))
+                    .header("Content-Type", "application/octet-stream")
+                    .send(&bytes[..])
+            })?;
+            sent.fetch_add(blob.size, Ordering::Relaxed);
+            resp
+        } else {
+            let mut location = location.to_string();
+            let mut offset = 0u64;
+            while offset < blob.size {
+                let n = chunk_size.min(blob.size - offset);
+                let mut bytes = vec![0u8; n as usize];
+                file.seek(SeekFrom::Start(offset))?;
+                file.read_exact(&mut bytes)
+                    .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
+                let url = self.location_url(&location, "");
+                let range = format!("{offset}-{}", offset + n - 1);
+                let resp = self.send(what, &|a, auth| {
+                    with_auth(a.patch(&url), self.same_origin(&url, auth))
+                        .header("Content-Type", "application/octet-stream")
+                        .header("Content-Range", &range)
+                        .send(&bytes[..])
+                })?;
+                if resp.status() != 202 {
+                    return Err(unexpected(&format!("{what} (bytes {range})"), resp));
+                }
+                location = header(&resp, "location").unwrap_or(location);
+                drain(resp);
+                offset += n;
+                sent.fetch_add(n, Ordering::Relaxed);
+            }
+            let url = self.location_url(&location, &digest_q);
+            self.send(what, &|a, auth| {
+                with_auth(a.put(&url), self.same_origin(&url, auth)).send_empty()
+            })?
+        };
+        if resp.status() != 201 {
+            return Err(unexpected(what, resp));
+        }
+        let theirs = header(&resp, "docker-content-digest");
+        drain(resp);
+        match theirs {
+            Some(d) if d != blob.digest => bail!(
+                "{what}: the registry stored the blob as {d}, not {}; the upload was damaged",
+                blob.digest
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// PUTs a manifest under `reference` (a digest or a tag); returns the registry's digest of
+    /// it, checked against `digest`.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<()> {
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        let what = format!("put the manifest {reference} in {repo}");
+        let resp = self.send(&what, &|a, auth| {
+            with_auth(a.put(&url), auth)
+                .header("Content-Type", media_type)
+                .send(bytes)
+        })?;
+        if resp.status() != 201 {
+            return Err(unexpected(&what, resp));
+        }
+        let theirs = header(&resp, "docker-content-digest");
+        drain(resp);
+        match theirs {
+            Some(d) if d != digest => {
+                bail!("{what}: the registry stored the manifest as {d}, not {digest}")
+            }
+            _ => Ok(()),
+        }
+    }
+}
