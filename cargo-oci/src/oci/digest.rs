@@ -56,7 +56,10 @@ impl FromStr for Digest {
 
     fn from_str(s: &str) -> Result<Digest, String> {
         let hex = s.strip_prefix(Self::PREFIX).ok_or_else(|| {
-            format!("`{}` is not a sha256 digest (sha256:<64 hex digits>)", clip(s))
+            format!(
+                "`{}` is not a sha256 digest (sha256:<64 hex digits>)",
+                clip(s)
+            )
         })?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(format!(
@@ -64,7 +67,9 @@ impl FromStr for Digest {
                 clip(s)
             ));
         }
-        Ok(Digest { text: s.to_string() })
+        Ok(Digest {
+            text: s.to_string(),
+        })
     }
 }
 

@@ -1,0 +1,345 @@
+//! The command line as clap reads it: every command's arguments, the options the image commands
+//! share (cargo's, the image's, the registry's), and their translation into requests.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::build::cargo::CargoFlags;
+use crate::build::pipeline::BuildRequest;
+use crate::config::metadata::Selection;
+use crate::oci::compress::Codec;
+use crate::registry::ClientOptions;
+use crate::sink::load;
+use crate::sink::Format;
+use crate::util::reporter::{Reporter, Verbosity};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo-oci",
+    bin_name = "cargo oci",
+    version,
+    about = "Build minimal, hardened, reproducible OCI images from Cargo packages",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the package and write its image (default: an OCI layout in target/oci/<name>/).
+    Build(BuildArgs),
+    /// Build, then load the image into the local Docker engine or podman, whichever answers.
+    Load(LoadArgs),
+    /// Build, then show the image's layers, files, and why each library is in it.
+    Inspect(InspectArgs),
+    /// Create a package from the starter service: an HTTP server with probes, ready to build.
+    New(NewArgs),
+    /// Add a commented [package.metadata.oci] block to the package's Cargo.toml.
+    Init(InitArgs),
+    /// Build the package (or reuse the build) and push its image to the registry in `name`.
+    Push(PushArgs),
+    /// Build the package and write an OCI runtime bundle (config.json + rootfs/) for `runc run`.
+    Bundle(BundleArgs),
+    /// Build the package and write its flattened root filesystem as a tar (for `podman import`).
+    Export(ExportArgs),
+    /// Merge docker-archives into one that `docker load` / `podman load` read as several images.
+    Merge(MergeArgs),
+    /// Empty cargo-oci's caches in target/oci (the blob store keeps what the layouts there use).
+    Clean(CleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Remove target/oci whole: layouts, blob store, layer cache, contract helper.
+    #[arg(long)]
+    pub all: bool,
+    /// Path to Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Directory for all generated artifacts.
+    #[arg(long, value_name = "DIRECTORY")]
+    pub target_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The bundle directory to write (absent, empty, or an earlier bundle).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Make the container's root filesystem read-only.
+    #[arg(long)]
+    pub readonly: bool,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The tar file to write.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged docker-archive to write.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// The docker-archives to merge, in order.
+    #[arg(value_name = "ARCHIVE", required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// How results are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum MessageFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Say nothing on stderr but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Explain each step (-vv passes -vv to cargo).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print results as human text or one JSON object per result.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    pub message_format: MessageFormat,
+}
+
+/// The `cargo build` options cargo-oci passes through.
+#[derive(Debug, Args)]
+pub struct CargoArgs {
+    /// Package to build (see `cargo help pkgid`).
+    #[arg(short, long, value_name = "SPEC")]
+    pub package: Option<String>,
+    /// Binary to put in the image (default: `bin` in metadata, else the only binary).
+    #[arg(long, value_name = "NAME")]
+    pub bin: Option<String>,
+    /// Path to Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Build for the target triple.
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
+    /// Build with the release profile.
+    #[arg(short, long)]
+    pub release: bool,
+    /// Build with the given profile.
+    #[arg(long, value_name = "NAME", conflicts_with = "release")]
+    pub profile: Option<String>,
+    /// Space or comma separated list of features to activate.
+    #[arg(short = 'F', long, value_name = "FEATURES")]
+    pub features: Vec<String>,
+    /// Activate all available features.
+    #[arg(long)]
+    pub all_features: bool,
+    /// Do not activate the `default` feature.
+    #[arg(long)]
+    pub no_default_features: bool,
+    /// Assert that Cargo.lock will remain unchanged.
+    #[arg(long)]
+    pub locked: bool,
+    /// Equivalent to --locked and --offline.
+    #[arg(long)]
+    pub frozen: bool,
+    /// Run without accessing the network.
+    #[arg(long)]
+    pub offline: bool,
+    /// Directory for all generated artifacts.
+    #[arg(long, value_name = "DIRECTORY")]
+    pub target_dir: Option<PathBuf>,
+}
+
+/// What every command that makes an image takes: cargo's options, the image's, and how to talk.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub common: Common,
+    /// Package what is already in target/ instead of running cargo build.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Also build the debug variant (tags `<tag>-debug`), as `debug = true` does.
+    #[arg(long)]
+    pub debug: bool,
+    /// Another tag (repeatable), besides the configured ones.
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Layer compression (gzip: read by every runtime; zstd: about twice as fast).
+    #[arg(long, value_enum, default_value_t)]
+    pub compression: Codec,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How registries are reached, for a base image (`from`) as for a push.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP for this registry host when HTTPS does not answer (loopback hosts
+    /// always may; repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", value_parser = crate::sink::push::existing_file)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    pub(super) fn options(&self) -> ClientOptions {
+        ClientOptions {
+            insecure_registries: self.insecure_registry.clone(),
+            ca_file: self.ca_file.clone(),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+impl ImageArgs {
+    /// The pipeline request for these options.
+    pub(super) fn request(&self) -> BuildRequest {
+        BuildRequest {
+            selection: self.cargo.selection(&self.tags),
+            cargo: self.cargo.flags(&self.common),
+            no_build: self.no_build,
+            debug: self.debug,
+            compression: self.compression,
+            registry: self.registry.options(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Output path (a directory for `oci`, a file for the archives).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write a docker-archive to stdout, for `| docker load` or `| podman load`.
+    #[arg(long)]
+    pub stream: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Push to this name (`host[:port]/path/repo`) instead of the configured `name`.
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    /// User name for the registry (the password comes from --password-stdin).
+    #[arg(short, long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password from stdin.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Blobs sent at the same time.
+    #[arg(short, long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::sink::push::parse_size)]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The engine to load into (default: Docker if it answers, else podman).
+    #[arg(long, value_enum)]
+    pub runtime: Option<load::Runtime>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Print one JSON object (as --message-format json).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Directory to create; its last part is the package name unless --name says otherwise.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The package name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Path to Cargo.toml (default: ./Cargo.toml).
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Print the block instead of adding it.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+impl Common {
+    pub fn reporter(&self) -> Reporter {
+        Reporter::new(if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose > 0 {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        })
+    }
+}
+
+impl CargoArgs {
+    pub(super) fn flags(&self, common: &Common) -> CargoFlags {
+        CargoFlags {
+            manifest_path: self.manifest_path.clone(),
+            target: self.target.clone(),
+            release: self.release,
+            profile: self.profile.clone(),
+            features: self.features.clone(),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            locked: self.locked,
+            frozen: self.frozen,
+            offline: self.offline,
+            target_dir: self.target_dir.clone(),
+            quiet: common.quiet,
+            verbose: common.verbose.saturating_sub(1),
+        }
+    }
+
+    pub(super) fn selection(&self, tags: &[String]) -> Selection {
+        Selection {
+            package: self.package.clone(),
+            bin: self.bin.clone(),
+            manifest_path: self.manifest_path.clone(),
+            tags: tags.to_vec(),
+        }
+    }
+}
