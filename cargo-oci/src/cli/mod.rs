@@ -1,5 +1,5 @@
-//! The command line: clap definitions for `cargo oci …`, turned into pipeline requests, and the
-//! printing of results (stdout: the result only; stderr: everything for humans).
+//! The command line: runs each `cargo oci …` command from its parsed arguments ([`args`]) and
+//! prints the result ([`print`]: stdout the result only; stderr everything for people).
 
 use std::ffi::OsString;
 use std::io::Read;
