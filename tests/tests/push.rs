@@ -82,12 +82,10 @@ fn anonymous_push_then_skopeo_and_podman() {
     let bin = home.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-cargooci-empty");
-    std::fs::write(
+    write_script(
         &helper,
         "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
-    )
-    .unwrap();
-    ok(Command::new("chmod").arg("755").arg(&helper));
+    );
     std::fs::create_dir_all(home.path().join(".docker")).unwrap();
     std::fs::write(
         home.path().join(".docker/config.json"),
@@ -235,15 +233,13 @@ fn credentials_from_stdin_config_json_and_helper() {
     std::fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-cargooci-test");
     let log = home.path().join("helper.log");
-    std::fs::write(
+    write_script(
         &helper,
-        format!(
+        &format!(
             "#!/bin/sh\nread server\necho \"$1 $server\" >> {}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"ann\",\"Secret\":\"s3cret-pw\"}}' \"$server\"\n",
             log.display()
         ),
-    )
-    .unwrap();
-    ok(Command::new("chmod").arg("755").arg(&helper));
+    );
     std::fs::write(
         docker.join("config.json"),
         format!(r#"{{"credHelpers": {{"{}": "cargooci-test"}}}}"#, reg.addr),

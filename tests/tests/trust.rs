@@ -247,16 +247,17 @@ fn another_program_over_the_cached_helper_is_not_used() {
     let target = private_target(tmp.path());
     let (first, _) = build_ok(&target, &[]);
     let bin = target.join("oci/.helper/bin");
-    let helper = std::fs::read_dir(&bin)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        // The helper in use is the one whose digest the build recorded.
-        .find(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            !name.ends_with(".sha256") && bin.join(format!("{name}.sha256")).is_file()
-        })
-        .expect("a cached helper with its digest record");
-    std::fs::copy(target.join("release/http-hello"), &helper).unwrap();
+    // Every cached helper with a digest record (the cache may hold several targets and
+    // toolchains; the one in use is among them) is replaced by another program.
+    let mut replaced = 0;
+    for p in std::fs::read_dir(&bin).unwrap().map(|e| e.unwrap().path()) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".sha256") && bin.join(format!("{name}.sha256")).is_file() {
+            std::fs::copy(target.join("release/http-hello"), &p).unwrap();
+            replaced += 1;
+        }
+    }
+    assert!(replaced > 0, "a cached helper with its digest record");
     let (again, err) = build_ok(&target, &[]);
     assert_eq!(
         again["digest"], first["digest"],
