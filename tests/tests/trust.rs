@@ -246,17 +246,20 @@ fn another_program_over_the_cached_helper_is_not_used() {
     let tmp = tempfile::tempdir().unwrap();
     let target = private_target(tmp.path());
     let (first, _) = build_ok(&target, &[]);
+    // Every cached helper (one per target) becomes another program.
     let bin = target.join("oci/.helper/bin");
-    let helper = std::fs::read_dir(&bin)
+    let helpers: Vec<PathBuf> = std::fs::read_dir(&bin)
         .unwrap()
         .map(|e| e.unwrap().path())
-        // The helper in use is the one whose digest the build recorded.
-        .find(|p| {
+        .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            !name.ends_with(".sha256") && bin.join(format!("{name}.sha256")).is_file()
+            !name.starts_with('.') && !name.ends_with(".sha256")
         })
-        .expect("a cached helper with its digest record");
-    std::fs::copy(target.join("release/http-hello"), &helper).unwrap();
+        .collect();
+    assert!(!helpers.is_empty(), "a cached helper");
+    for h in &helpers {
+        std::fs::copy(target.join("release/http-hello"), h).unwrap();
+    }
     let (again, err) = build_ok(&target, &[]);
     assert_eq!(
         again["digest"], first["digest"],
