@@ -246,18 +246,20 @@ fn another_program_over_the_cached_helper_is_not_used() {
     let tmp = tempfile::tempdir().unwrap();
     let target = private_target(tmp.path());
     let (first, _) = build_ok(&target, &[]);
+    // Every cached helper (one per target) becomes another program.
     let bin = target.join("oci/.helper/bin");
-    // Every cached helper with a digest record (the cache may hold several targets and
-    // toolchains; the one in use is among them) is replaced by another program.
-    let mut replaced = 0;
-    for p in std::fs::read_dir(&bin).unwrap().map(|e| e.unwrap().path()) {
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.ends_with(".sha256") && bin.join(format!("{name}.sha256")).is_file() {
-            std::fs::copy(target.join("release/http-hello"), &p).unwrap();
-            replaced += 1;
-        }
+    let helpers: Vec<PathBuf> = std::fs::read_dir(&bin)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            !name.starts_with('.') && !name.ends_with(".sha256")
+        })
+        .collect();
+    assert!(!helpers.is_empty(), "a cached helper");
+    for h in &helpers {
+        std::fs::copy(target.join("release/http-hello"), h).unwrap();
     }
-    assert!(replaced > 0, "a cached helper with its digest record");
     let (again, err) = build_ok(&target, &[]);
     assert_eq!(
         again["digest"], first["digest"],
@@ -496,35 +498,44 @@ fn outputs_are_readable_by_others_whatever_the_umask_allows() {
     let target = private_target(tmp.path());
     let layout = tmp.path().join("layout");
     let archive = tmp.path().join("image.tar");
-    for extra in [
-        vec!["-o", layout.to_str().unwrap()],
-        vec!["--format", "oci-archive", "-o", archive.to_str().unwrap()],
-    ] {
-        let mut c = build(&target, &extra);
-        // Run under umask 022 through a shell: the usual default.
-        let prog = c.get_program().to_owned();
-        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+    // Builds under umask 022 (the usual default) through a shell.
+    let under_umask = |extra: &[&str]| {
+        let c = build(&target, extra);
         let mut sh = Command::new("sh");
         sh.arg("-c")
             .arg("umask 022 && exec \"$@\"")
             .arg("sh")
-            .arg(prog)
-            .args(args)
+            .arg(c.get_program())
+            .args(c.get_args())
             .current_dir(example("http-hello"))
             .env("CARGO_TARGET_DIR", examples_target_dir())
             .env_remove("SOURCE_DATE_EPOCH");
-        let _ = &mut c;
         ok(sh);
-    }
+    };
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let layout_files = || {
+        let mut v = vec![layout.join("index.json"), layout.join("oci-layout")];
+        for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            v.push(e.unwrap().path());
+        }
+        v
+    };
+    under_umask(&["-o", layout.to_str().unwrap()]);
+    under_umask(&["--format", "oci-archive", "-o", archive.to_str().unwrap()]);
     assert_eq!(mode(&archive), 0o644);
     assert_eq!(mode(&layout), 0o755);
     assert_eq!(mode(&layout.join("blobs/sha256")), 0o755);
-    for f in ["index.json", "oci-layout"] {
-        assert_eq!(mode(&layout.join(f)), 0o644, "{f}");
+    for p in layout_files() {
+        assert_eq!(mode(&p), 0o644, "{}", p.display());
     }
-    for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
-        let p = e.unwrap().path();
+
+    // A layout whose files are private (as earlier versions wrote them) is opened up on the
+    // next build, though nothing in it changes.
+    for p in layout_files() {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    under_umask(&["-o", layout.to_str().unwrap()]);
+    for p in layout_files() {
         assert_eq!(mode(&p), 0o644, "{}", p.display());
     }
 }

@@ -203,8 +203,10 @@ impl Store {
         use std::os::unix::fs::MetadataExt;
         let src = self.path(&blob.digest);
         if let Ok(m) = std::fs::metadata(dest) {
-            let shared =
-                std::fs::metadata(&src).is_ok_and(|s| s.ino() == m.ino() && s.dev() == m.dev());
+            // A link into the store, or a private file that earlier versions wrote: made again.
+            let shared = std::fs::metadata(&src)
+                .is_ok_and(|s| s.ino() == m.ino() && s.dev() == m.dev())
+                || crate::util::fs::less_open_than_new(m.mode());
             if !shared
                 && m.len() == blob.size
                 && file_digest(dest).ok().as_deref() == Some(blob.digest.as_str())

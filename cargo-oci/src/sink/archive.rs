@@ -94,7 +94,7 @@ pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Writ
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::build::plan::{Content, Entry, LayerPlan};
     use crate::oci::compress::{Codec, Compression};
@@ -102,7 +102,7 @@ mod tests {
 
     /// An image of one layer in a fresh store (config and manifest are stand-ins: the archive
     /// writers copy them as they are).
-    fn image(store: &Store) -> Image {
+    pub(crate) fn image(store: &Store) -> Image {
         let plan = LayerPlan {
             role: "service".into(),
             entries: vec![Entry {

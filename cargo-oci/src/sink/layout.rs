@@ -235,9 +235,13 @@ pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> 
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically, unless it already holds exactly them.
+/// Writes `bytes` to `path` atomically, unless it already holds exactly them (readable by others).
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+    use std::os::unix::fs::PermissionsExt;
+    // A private file that earlier versions wrote is written again.
+    let private = std::fs::metadata(path)
+        .is_ok_and(|m| crate::util::fs::less_open_than_new(m.permissions().mode()));
+    if !private && std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
     write_atomic(path, |w| Ok(w.write_all(bytes)?))

@@ -95,6 +95,18 @@ pub fn push_image(
     cache_dir: &Path,
     report: &Reporter,
 ) -> Result<Pushed> {
+    // The registry checks every digest too, but a blob that is not what the store says is a
+    // damaged cache, and is told as one before anything is sent (or any credential read).
+    for b in image.layers.iter().map(|l| &l.blob).chain([&image.config]) {
+        if !store.verify(b) {
+            return Err(store
+                .damaged(format!(
+                    "blob {} is missing or does not match its digest",
+                    b.digest
+                ))
+                .into());
+        }
+    }
     let registry = name.registry.as_str();
     let repo = name.repository.as_str();
     let credential = match &req.credential {
@@ -114,18 +126,6 @@ pub fn push_image(
                 size: b.size,
                 path: store.path(&b.digest),
             });
-        }
-    }
-    // The registry checks every digest too, but a blob that is not what the store says is a
-    // damaged cache, and is told as one before anything is sent.
-    for b in image.layers.iter().map(|l| &l.blob).chain([&image.config]) {
-        if !store.verify(b) {
-            return Err(store
-                .damaged(format!(
-                    "blob {} is missing or does not match its digest",
-                    b.digest
-                ))
-                .into());
         }
     }
     // The largest first, so that parallel uploads finish together.
@@ -466,6 +466,37 @@ pub fn existing_file(p: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_cache_is_told_before_the_registry_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".store")).unwrap();
+        let image = crate::sink::archive::tests::image(&store);
+        let path = store.path(&image.layers[0].blob.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        // Nothing listens on port 9 of loopback: an error naming the registry would mean it was
+        // asked.
+        let name = ImageName::parse("127.0.0.1:9/app").unwrap();
+        let req = PushRequest {
+            destination: None,
+            credential: None,
+            client: ClientOptions::default(),
+            jobs: 1,
+            chunk_size: 1 << 20,
+            cache_dir: dir.path().to_path_buf(),
+        };
+        let report = Reporter::new(crate::util::reporter::Verbosity::Quiet);
+        let err = push_image(&store, &image, &name, &req, dir.path(), &report).unwrap_err();
+        assert!(crate::oci::store::is_damaged(&err), "{err:#}");
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("cargo oci clean") && !shown.contains("127.0.0.1:9"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn sizes() {

@@ -35,6 +35,27 @@ pub fn write_atomic(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -
     Ok(())
 }
 
+/// The mode a new file gets here (0666 less the umask), found once by making one.
+pub fn new_file_mode() -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile()
+            .and_then(|f| f.as_file().metadata())
+            .map_or(0o644, |m| m.permissions().mode() & 0o777)
+    })
+}
+
+/// Whether a file of this mode lacks permissions that a file made now would have (a private
+/// file that earlier versions wrote, whatever the umask).
+pub fn less_open_than_new(mode: u32) -> bool {
+    let want = new_file_mode();
+    mode & want != want
+}
+
 /// Whether a file name is one of cargo-oci's temporary files (blobs on their way into the store
 /// or a layout, files on their way into place).
 pub fn is_temp_name(name: &str) -> bool {
