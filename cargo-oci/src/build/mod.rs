@@ -10,6 +10,7 @@ pub mod layer_cache;
 pub mod layer_writer;
 pub mod layering;
 pub mod ldcache;
+pub mod package_files;
 pub mod pipeline;
 pub mod plan;
 pub mod rebase;

@@ -27,8 +27,7 @@ impl Program {
     }
 }
 
-/// Where the debug tools live in the debug image.
-pub const DEBUG_BIN: &str = "/debug/bin";
+pub use crate::config::paths::DEBUG_BIN;
 
 /// The debug variant's tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +56,18 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The runtime inputs, each at the path it has on the host (so its `$ORIGIN` still holds).
-pub fn runtime_inputs(names: &[String], machine: u16) -> Result<Vec<Program>, UsageError> {
+/// Where runtime inputs that live in the package directory go: the image must not depend on the
+/// directory the package was built in.
+pub const PACKAGE_INPUTS: &str = "/usr/local/bin";
+
+/// The runtime inputs, each at the path it has on the host (so its `$ORIGIN` still holds), but
+/// those of the package itself, which go to [`PACKAGE_INPUTS`]. A relative path was made
+/// absolute against the package directory by the configuration.
+pub fn runtime_inputs(
+    names: &[String],
+    machine: u16,
+    package_dir: &Path,
+) -> Result<Vec<Program>, UsageError> {
     names
         .iter()
         .map(|n| {
@@ -66,7 +75,10 @@ pub fn runtime_inputs(names: &[String], machine: u16) -> Result<Vec<Program>, Us
                 UsageError::new(format!("`package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH"))
                     .hint("install it on the build host, or name it by its full path")
             })?;
-            let image_path = host.to_string_lossy().into_owned();
+            let image_path = match (host.strip_prefix(package_dir), host.file_name()) {
+                (Ok(_), Some(name)) => format!("{PACKAGE_INPUTS}/{}", name.to_string_lossy()),
+                _ => host.to_string_lossy().into_owned(),
+            };
             program(host, image_path, machine, "runtime-inputs")
         })
         .collect()
@@ -87,7 +99,8 @@ fn program(
         .hint("name a program built for the image's architecture")),
         Ok(_) => Ok(Program { host_path: host, image_path, elf: true }),
         Err(closure::ClosureError::NotElf { .. }) => Ok(Program { host_path: host, image_path, elf: false }),
-        Err(e) => Err(UsageError::new(format!("`package.metadata.oci.{key}`: {e}"))),
+        Err(e) => Err(UsageError::new(format!("`package.metadata.oci.{key}`: {e}"))
+            .hint("name a program file the build host can read")),
     }
 }
 

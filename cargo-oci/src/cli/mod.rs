@@ -13,7 +13,7 @@ use crate::build::cargo::CargoFlags;
 use crate::build::pipeline::{BuildRequest, Configured};
 use crate::commands::build::{build_and_deliver, Made};
 use crate::commands::{init, inspect, template};
-use crate::config::metadata::Selection;
+use crate::config::Selection;
 use crate::oci::compress::Codec;
 use crate::oci::reference::ImageName;
 use crate::registry::auth::{Credential, Secret};
