@@ -472,6 +472,7 @@ fn metadata_that_leaks_or_breaks_the_image_is_refused() {
             perm("/bin/sealed", "mode = \"04555\""),
             &["perms[0]", "/bin/sealed"],
         ),
+        (perm("/bin", "mode = \"0500\""), &["perms[0]", "/bin"]),
     ];
     for (extra, says) in &cases {
         std::fs::write(

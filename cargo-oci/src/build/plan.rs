@@ -328,20 +328,21 @@ fn own_volumes(plan: &mut Plan, spec: &ImageSpec) {
 }
 
 /// Applies `perms` to every entry of every layer; a rule that matches nothing is an error, and
-/// so is one that would let anyone but root change what cargo-oci itself put in the image.
+/// so is one that would change the mode or owner of what cargo-oci itself put in the image.
 fn apply_perms(
     plan: &mut Plan,
     perms: &[PermSpec],
     spec: &ImageSpec,
     claims: &[Claim],
 ) -> Result<(), UsageError> {
-    // What `perms` may open up: the user's files, the volumes and what is under them, /tmp.
+    // What `perms` may change the mode or owner of: the user's files, the volumes and what is
+    // under them, /tmp. A mode or owner cargo-oci chose could only break the image or open it.
     let users: BTreeSet<&str> = claims
         .iter()
         .filter(|c| c.owner.kind != Kind::Image)
         .map(|c| c.path.as_str())
         .collect();
-    let open_ok = |path: &str| {
+    let may_change = |path: &str| {
         path == "tmp"
             || users.contains(path)
             || spec
@@ -364,21 +365,17 @@ fn apply_perms(
                 continue;
             }
             hits += 1;
-            let symlink = matches!(e.content, Content::Symlink(_));
-            let opens = p
-                .mode
-                .is_some_and(|m| m & 0o6000 != 0 || (!symlink && m & 0o022 != 0))
-                || p.uid.is_some_and(|u| u != 0);
-            if opens && !open_ok(&e.path) {
+            let changes = p.mode.is_some_and(|m| m != e.mode) || p.uid.is_some_and(|u| u != e.uid);
+            if changes && !may_change(&e.path) {
                 return Err(key_error(
                     spec,
                     &format!("perms[{i}]"),
                     format!(
-                        "would let a user other than root change `{abs}`, which cargo-oci puts in the image{}{}",
-                        p.mode.map(|m| format!(" (mode {m:o})")).unwrap_or_default(),
-                        p.uid.map(|u| format!(" (uid {u})")).unwrap_or_default(),
+                        "`{abs}` is cargo-oci's own: its mode and owner stay as they are{}{}",
+                        p.mode.map(|m| format!(" (asked: mode {m:o})")).unwrap_or_default(),
+                        p.uid.map(|u| format!(" (asked: uid {u})")).unwrap_or_default(),
                     ),
-                    "perms may tighten cargo-oci's own files, not open them: no group/other write bits, no setuid/setgid, owner uid 0",
+                    "perms apply to your `files`, the volumes and /tmp; narrow `path` or `regex` to those",
                 ));
             }
             if let Some(m) = p.mode {

@@ -266,6 +266,19 @@ pub fn image_spec_with(
         });
     }
 
+    let extra_libs = raw.extra_libs.clone().unwrap_or_default();
+    for l in &extra_libs {
+        if l.is_empty() || l.contains('/') || l.chars().any(char::is_control) {
+            return Err(err(
+                "extra-libs",
+                invalid(
+                    format!("`{}` is not a library file name", l.escape_debug()),
+                    "name libraries by file name, such as \"libnss_dns.so.2\"",
+                ),
+            ));
+        }
+    }
+
     let mut runtime_inputs = Vec::new();
     for r in raw.runtime_inputs.iter().flatten() {
         runtime_inputs.push(runtime_input(r, &package_dir).map_err(|m| err("runtime-inputs", m))?);
@@ -288,7 +301,7 @@ pub fn image_spec_with(
         ports,
         volumes,
         labels,
-        extra_libs: raw.extra_libs.clone().unwrap_or_default(),
+        extra_libs,
         ca_certificates: raw.ca_certificates.unwrap_or(true),
         mtime,
         created,
