@@ -543,6 +543,7 @@ fn package_files_come_in_sealed() {
     }
     std::fs::write(p.join("static/a.txt"), "a").unwrap();
     std::os::unix::fs::symlink("../a.txt", p.join("static/sub/up")).unwrap();
+    std::os::unix::fs::symlink(p.join("static/a.txt"), p.join("static/sub/abs")).unwrap();
     std::fs::write(p.join(".git/config"), "[core]\n").unwrap();
     std::fs::write(p.join("tools/hello.sh"), "#!/bin/sh\necho hi\n").unwrap();
     ok(Command::new("chmod")
@@ -597,6 +598,11 @@ fn package_files_come_in_sealed() {
     let link = get("/data/seed/sub/up").expect("the symlink");
     assert_eq!(link["type"], "symlink", "{link}");
     assert_eq!(link["target"], "../a.txt", "{link}");
+    let abs = get("/data/seed/sub/abs").expect("the absolute symlink");
+    assert_eq!(
+        abs["target"], "../a.txt",
+        "made relative, inside the tree: {abs}"
+    );
     let data = get("/data").expect("the volume");
     assert_eq!(
         (data["uid"].as_u64(), data["gid"].as_u64()),

@@ -75,6 +75,8 @@ pub fn runtime_inputs(
                 UsageError::new(format!("`package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH"))
                     .hint("install it on the build host, or name it by its full path")
             })?;
+            // A PATH entry such as `.` finds relative paths: never let one reach the image.
+            let host = std::path::absolute(&host).unwrap_or(host);
             let image_path = match (host.strip_prefix(package_dir), host.file_name()) {
                 (Ok(_), Some(name)) => format!("{PACKAGE_INPUTS}/{}", name.to_string_lossy()),
                 _ => host.to_string_lossy().into_owned(),
