@@ -146,8 +146,12 @@ fn assemble(
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::build::helper::ensure(target_dir, &artifact.target, &spec.package_dir)?;
-    let runtime_inputs =
-        tools::runtime_inputs(&spec.runtime_inputs, info.machine, &spec.package_dir)?;
+    let runtime_inputs = tools::runtime_inputs(
+        &spec.runtime_inputs,
+        info.machine,
+        &spec.package_dir,
+        &spec.manifest_path,
+    )?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let base = match &spec.from {
         Some(from) => Some(crate::source::load(
@@ -194,7 +198,7 @@ fn assemble(
     let debug_tools = spec
         .debug
         .as_ref()
-        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine))
+        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine, &spec.manifest_path))
         .transpose()?;
     let debug_closure = match &debug_tools {
         Some(t) => {

@@ -5,7 +5,7 @@
 //! volume that would replace or hide what another part of the image put there is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::build::closure::Closure;
 use crate::build::tools::{DebugTools, Program};
@@ -152,8 +152,9 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
             format!("`files[{i}]` (src `{}`)", f.src_text),
             Kind::Files,
         );
-        crate::build::package_files::add(&mut service, f, spec)
-            .map_err(|(msg, help)| key_error(spec, &format!("files[{i}]"), msg, help))?;
+        crate::build::package_files::add(&mut service, f, spec).map_err(|(msg, help)| {
+            key_error(&spec.manifest_path, &format!("files[{i}]"), msg, help)
+        })?;
     }
 
     let debug_layer = inp.debug.map(|(tools, closure)| {
@@ -199,7 +200,7 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
     {
         claims.extend(t.claims.iter().cloned());
     }
-    check_claims(spec, claims.clone())?;
+    check_claims(&spec.manifest_path, claims.clone())?;
     let debug_layer = debug_layer.map(|t| LayerPlan {
         role: "debug".into(),
         entries: t.into_entries(),
@@ -248,17 +249,17 @@ fn runtime_dirs(inputs: &[Program]) -> Vec<String> {
 }
 
 /// A refusal of the metadata key `key` (`files[0]`, `perms[1]`...) found while planning.
-fn key_error(spec: &ImageSpec, key: &str, msg: String, help: &str) -> UsageError {
+fn key_error(manifest: &Path, key: &str, msg: String, help: &str) -> UsageError {
     UsageError::new(format!(
         "{}: `package.metadata.oci.{key}`: {msg}",
-        spec.manifest_path.display()
+        manifest.display()
     ))
     .hint(help)
 }
 
 /// Refuses two owners for one path, but directories shared: a `files` entry or a volume may
 /// not replace, or hide, what another part of the image put there.
-fn check_claims(spec: &ImageSpec, mut claims: Vec<Claim>) -> Result<(), UsageError> {
+fn check_claims(manifest: &Path, mut claims: Vec<Claim>) -> Result<(), UsageError> {
     // Component order: everything under a path comes right after it.
     claims.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     let rank = |c: &Claim| match (c.owner.kind, &c.owner.key) {
@@ -276,7 +277,7 @@ fn check_claims(spec: &ImageSpec, mut claims: Vec<Claim>) -> Result<(), UsageErr
             Kind::Image => "leave that path to the image, or drop the program that collides",
         };
         key_error(
-            spec,
+            manifest,
             blame.owner.key.as_deref().unwrap_or("files"),
             msg,
             help,
@@ -368,7 +369,7 @@ fn apply_perms(
             let changes = p.mode.is_some_and(|m| m != e.mode) || p.uid.is_some_and(|u| u != e.uid);
             if changes && !may_change(&e.path) {
                 return Err(key_error(
-                    spec,
+                    &spec.manifest_path,
                     &format!("perms[{i}]"),
                     format!(
                         "`{abs}` is cargo-oci's own: its mode and owner stay as they are{}{}",
@@ -386,7 +387,7 @@ fn apply_perms(
         }
         if hits == 0 {
             return Err(key_error(
-                spec,
+                &spec.manifest_path,
                 &format!("perms[{i}]"),
                 format!(
                     "`{}`{} matches nothing in the image",
@@ -566,5 +567,64 @@ impl Tree {
     fn into_entries(self) -> Vec<Entry> {
         // BTreeMap order is byte order of the path: every parent sorts before its children.
         self.entries.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(path: &str, dir: bool, owner: &Owner) -> Claim {
+        Claim {
+            path: path.into(),
+            dir,
+            owner: owner.clone(),
+        }
+    }
+
+    #[test]
+    fn one_owner_per_path_whatever_sorts_between() {
+        let image = Owner::image("the contract helper");
+        let f0 = Owner::user("files[0]", "`files[0]`".into(), Kind::Files);
+        let f1 = Owner::user("files[1]", "`files[1]`".into(), Kind::Files);
+        let vol = Owner::user("volumes", "the volume `/data`".into(), Kind::Volume);
+        let m = Path::new("Cargo.toml");
+        // Directories merge; `srv-x` sorts between `srv` and `srv/a` byte-wise.
+        let ok = vec![
+            claim("srv", true, &f0),
+            claim("srv-x", false, &f1),
+            claim("srv/a", false, &f1),
+            claim("data", true, &vol),
+            claim("data/seed", false, &f0),
+        ];
+        assert!(check_claims(m, ok).is_ok());
+        // A file with something under it, in that same order.
+        let under = vec![
+            claim("srv", false, &f0),
+            claim("srv-x", false, &f1),
+            claim("srv/a", false, &f1),
+        ];
+        let e = check_claims(m, under).unwrap_err().to_string();
+        assert!(
+            e.contains("files[1]") && e.contains("/srv/a") && e.contains("help:"),
+            "{e}"
+        );
+        // Replacing the image's file blames the user's entry, whichever comes first.
+        let replace = vec![
+            claim("bin/entrypoint", false, &f0),
+            claim("bin/entrypoint", false, &image),
+        ];
+        let e = check_claims(m, replace).unwrap_err().to_string();
+        assert!(
+            e.contains("files[0]") && e.contains("/bin/entrypoint"),
+            "{e}"
+        );
+        // A volume over the image's files.
+        let hide = vec![
+            claim("lib", true, &vol),
+            claim("lib/libc.so.6", false, &image),
+        ];
+        let e = check_claims(m, hide).unwrap_err().to_string();
+        assert!(e.contains("volumes") && e.contains("hide"), "{e}");
     }
 }

@@ -67,12 +67,13 @@ pub fn runtime_inputs(
     names: &[String],
     machine: u16,
     package_dir: &Path,
+    manifest: &Path,
 ) -> Result<Vec<Program>, UsageError> {
     names
         .iter()
         .map(|n| {
             let host = which(n).ok_or_else(|| {
-                UsageError::new(format!("`package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH"))
+                UsageError::new(format!("{}: `package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH", manifest.display()))
                     .hint("install it on the build host, or name it by its full path")
             })?;
             // A PATH entry such as `.` finds relative paths: never let one reach the image.
@@ -81,7 +82,7 @@ pub fn runtime_inputs(
                 (Ok(_), Some(name)) => format!("{PACKAGE_INPUTS}/{}", name.to_string_lossy()),
                 _ => host.to_string_lossy().into_owned(),
             };
-            program(host, image_path, machine, "runtime-inputs")
+            program(host, image_path, machine, manifest, "runtime-inputs")
         })
         .collect()
 }
@@ -90,18 +91,20 @@ fn program(
     host: PathBuf,
     image_path: String,
     machine: u16,
+    manifest: &Path,
     key: &str,
 ) -> Result<Program, UsageError> {
     match closure::inspect(&host) {
         Ok(info) if info.machine != machine => Err(UsageError::new(format!(
-            "`package.metadata.oci.{key}`: {} is built for another CPU (ELF machine {}) than the service ({machine})",
+            "{}: `package.metadata.oci.{key}`: {} is built for another CPU (ELF machine {}) than the service ({machine})",
+            manifest.display(),
             host.display(),
             info.machine
         ))
         .hint("name a program built for the image's architecture")),
         Ok(_) => Ok(Program { host_path: host, image_path, elf: true }),
         Err(closure::ClosureError::NotElf { .. }) => Ok(Program { host_path: host, image_path, elf: false }),
-        Err(e) => Err(UsageError::new(format!("`package.metadata.oci.{key}`: {e}"))
+        Err(e) => Err(UsageError::new(format!("{}: `package.metadata.oci.{key}`: {e}", manifest.display()))
             .hint("name a program file the build host can read")),
     }
 }
@@ -114,7 +117,11 @@ const COREUTILS: &[&str] = &[
 
 /// The debug tools: the ones named, or by default a static busybox when the host has one, else
 /// bash and coreutils.
-pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools, UsageError> {
+pub fn debug_tools(
+    named: Option<&[String]>,
+    machine: u16,
+    manifest: &Path,
+) -> Result<DebugTools, UsageError> {
     let names: Vec<String> = match named {
         Some(n) => n.to_vec(),
         None => match which("busybox").filter(|p| closure::inspect(p).is_ok_and(|i| i.is_static)) {
@@ -136,7 +143,8 @@ pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools,
     for n in &names {
         let host = which(n).ok_or_else(|| {
             UsageError::new(format!(
-                "`package.metadata.oci.debug.inputs`: `{n}` is not a file or a program on PATH"
+                "{}: `package.metadata.oci.debug.inputs`: `{n}` is not a file or a program on PATH",
+                manifest.display()
             ))
             .hint("install it on the build host (e.g. busybox-static), or name it by its full path")
         })?;
@@ -148,6 +156,7 @@ pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools,
             host.clone(),
             format!("{DEBUG_BIN}/{base}"),
             machine,
+            manifest,
             "debug.inputs",
         )?;
         if base == "busybox" {
@@ -172,9 +181,10 @@ pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools,
         .find(|s| has(s))
         .map(|s| format!("{DEBUG_BIN}/{s}"))
         .ok_or_else(|| {
-            UsageError::new(
-                "`package.metadata.oci.debug.inputs` has no shell (sh, bash, ash or dash)",
-            )
+            UsageError::new(format!(
+                "{}: `package.metadata.oci.debug.inputs` has no shell (sh, bash, ash or dash)",
+                manifest.display()
+            ))
             .hint("add \"busybox\" or \"bash\" to debug.inputs")
         })?;
     Ok(DebugTools {
