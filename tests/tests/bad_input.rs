@@ -545,6 +545,9 @@ fn package_files_come_in_sealed() {
     std::os::unix::fs::symlink("../a.txt", p.join("static/sub/up")).unwrap();
     std::os::unix::fs::symlink(p.join("static/a.txt"), p.join("static/sub/abs")).unwrap();
     std::fs::write(p.join(".git/config"), "[core]\n").unwrap();
+    std::fs::create_dir_all(p.join("static/sub/.hg")).unwrap();
+    std::fs::write(p.join("static/sub/.hg/hgrc"), "").unwrap();
+    std::fs::write(p.join("static/.git"), "gitdir: /elsewhere\n").unwrap();
     std::fs::write(p.join("tools/hello.sh"), "#!/bin/sh\necho hi\n").unwrap();
     ok(Command::new("chmod")
         .arg("755")
@@ -598,6 +601,7 @@ fn package_files_come_in_sealed() {
     let link = get("/data/seed/sub/up").expect("the symlink");
     assert_eq!(link["type"], "symlink", "{link}");
     assert_eq!(link["target"], "../a.txt", "{link}");
+    assert!(get("/data/seed/sub/.hg").is_none() && get("/data/seed/.git").is_none());
     let abs = get("/data/seed/sub/abs").expect("the absolute symlink");
     assert_eq!(
         abs["target"], "../a.txt",

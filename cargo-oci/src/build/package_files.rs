@@ -12,7 +12,7 @@ use crate::config::{FileSpec, ImageSpec};
 /// A refusal: what is wrong and how to fix it.
 pub type Refusal = (String, &'static str);
 
-/// Directories never copied from inside a tree.
+/// Version control directories (or files), never copied from inside a tree.
 const VCS_DIRS: &[&str] = &[".git", ".hg", ".svn"];
 
 const LINK_HELP: &str = "make the link point inside the copied directory, or copy what it points to into the package and name that";
@@ -83,12 +83,16 @@ impl Walk<'_> {
             } else {
                 format!("{dest}/{name}")
             };
+            if VCS_DIRS.contains(&name.as_str()) {
+                // A work tree's `.git` may be a file naming the repository: left out as well.
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&path).map_err(|e| cannot_read(&path, e))?;
             let kind = meta.file_type();
             if kind.is_symlink() {
                 tree.link(&d, &self.link_target(&path)?);
             } else if kind.is_dir() {
-                if self.left_out(&path, &name) {
+                if self.left_out(&path) {
                     continue;
                 }
                 tree.put(&d, Content::Dir, dir_mode(&d));
@@ -100,11 +104,10 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// VCS directories and cargo target directories (the package's `target/`, the configured
-    /// target directory, any directory tagged CACHEDIR.TAG) are never copied implicitly.
-    fn left_out(&self, path: &Path, name: &str) -> bool {
-        VCS_DIRS.contains(&name)
-            || path == self.spec.package_dir.join("target")
+    /// Cargo target directories (the package's `target/`, the configured target directory, any
+    /// directory tagged CACHEDIR.TAG) are never copied implicitly.
+    fn left_out(&self, path: &Path) -> bool {
+        path == self.spec.package_dir.join("target")
             || path.join("CACHEDIR.TAG").is_file()
             || path.canonicalize().ok().as_deref()
                 == self.spec.target_directory.canonicalize().ok().as_deref()
