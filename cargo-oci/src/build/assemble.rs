@@ -9,7 +9,7 @@ use oci_spec::image::{
     ImageManifestBuilder, MediaType, Os, RootFsBuilder,
 };
 
-use crate::config::metadata::{Created, ImageSpec};
+use crate::config::{Created, ImageSpec};
 use crate::oci::image::{canonical_json, Image, Platform};
 use crate::oci::layer::Layer;
 use crate::oci::store::Store;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use cargo_metadata::{Message, TargetKind};
 
-use crate::config::metadata::ImageSpec;
+use crate::config::ImageSpec;
 use crate::util::error::UsageError;
 
 /// The cargo flags cargo-oci passes through, as `cargo build` spells them.

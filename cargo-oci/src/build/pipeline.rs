@@ -12,7 +12,7 @@ use crate::build::closure::{self, Closure, ClosureOptions, Executable};
 use crate::build::layer_cache::LayerCache;
 use crate::build::plan::{self, CA_BUNDLE};
 use crate::build::tools;
-use crate::config::metadata::{self, ImageSpec, Selection};
+use crate::config::{self, ImageSpec, Selection};
 use crate::oci::compress::{Codec, Compression};
 use crate::oci::image::{Image, Platform};
 use crate::oci::store::Store;
@@ -97,13 +97,13 @@ pub fn configure(req: &BuildRequest) -> Result<Configured> {
     };
     if let Some(dir) = guess {
         cargo::prefetch_rustc_version(&dir);
-        metadata::prefetch_revision(&dir);
+        config::prefetch_revision(&dir);
     }
-    let meta = metadata::cargo_metadata(&sel)?;
-    let package = metadata::select_package(&meta, &sel)?;
-    let mut spec = metadata::image_spec(&meta, package, &sel)?;
+    let meta = config::cargo_metadata(&sel)?;
+    let package = config::select_package(&meta, &sel)?;
+    let mut spec = config::image_spec(&meta, package, &sel)?;
     if req.debug && spec.debug.is_none() {
-        spec.debug = Some(metadata::DebugSpec::default());
+        spec.debug = Some(config::DebugSpec::default());
     }
     // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
     cargo::prefetch_rustc_version(&spec.package_dir);
@@ -151,7 +151,12 @@ fn assemble(
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper =
         crate::build::helper::ensure(target_dir, &artifact.target, &spec.package_dir, report)?;
-    let runtime_inputs = tools::runtime_inputs(&spec.runtime_inputs, info.machine)?;
+    let runtime_inputs = tools::runtime_inputs(
+        &spec.runtime_inputs,
+        info.machine,
+        &spec.package_dir,
+        &spec.manifest_path,
+    )?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let base = match &spec.from {
         Some(from) => Some(crate::source::load(
@@ -199,7 +204,7 @@ fn assemble(
     let debug_tools = spec
         .debug
         .as_ref()
-        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine))
+        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine, &spec.manifest_path))
         .transpose()?;
     let debug_closure = match &debug_tools {
         Some(t) => {

@@ -27,8 +27,7 @@ impl Program {
     }
 }
 
-/// Where the debug tools live in the debug image.
-pub const DEBUG_BIN: &str = "/debug/bin";
+pub use crate::config::paths::DEBUG_BIN;
 
 /// The debug variant's tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,17 +56,33 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The runtime inputs, each at the path it has on the host (so its `$ORIGIN` still holds).
-pub fn runtime_inputs(names: &[String], machine: u16) -> Result<Vec<Program>, UsageError> {
+/// Where runtime inputs that live in the package directory go: the image must not depend on the
+/// directory the package was built in.
+pub const PACKAGE_INPUTS: &str = "/usr/local/bin";
+
+/// The runtime inputs, each at the path it has on the host (so its `$ORIGIN` still holds), but
+/// those of the package itself, which go to [`PACKAGE_INPUTS`]. A relative path was made
+/// absolute against the package directory by the configuration.
+pub fn runtime_inputs(
+    names: &[String],
+    machine: u16,
+    package_dir: &Path,
+    manifest: &Path,
+) -> Result<Vec<Program>, UsageError> {
     names
         .iter()
         .map(|n| {
             let host = which(n).ok_or_else(|| {
-                UsageError::new(format!("`package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH"))
+                UsageError::new(format!("{}: `package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH", manifest.display()))
                     .hint("install it on the build host, or name it by its full path")
             })?;
-            let image_path = host.to_string_lossy().into_owned();
-            program(host, image_path, machine, "runtime-inputs")
+            // A PATH entry such as `.` finds relative paths: never let one reach the image.
+            let host = std::path::absolute(&host).unwrap_or(host);
+            let image_path = match (host.strip_prefix(package_dir), host.file_name()) {
+                (Ok(_), Some(name)) => format!("{PACKAGE_INPUTS}/{}", name.to_string_lossy()),
+                _ => host.to_string_lossy().into_owned(),
+            };
+            program(host, image_path, machine, manifest, "runtime-inputs")
         })
         .collect()
 }
@@ -76,18 +91,21 @@ fn program(
     host: PathBuf,
     image_path: String,
     machine: u16,
+    manifest: &Path,
     key: &str,
 ) -> Result<Program, UsageError> {
     match closure::inspect(&host) {
         Ok(info) if info.machine != machine => Err(UsageError::new(format!(
-            "`package.metadata.oci.{key}`: {} is built for another CPU (ELF machine {}) than the service ({machine})",
+            "{}: `package.metadata.oci.{key}`: {} is built for another CPU (ELF machine {}) than the service ({machine})",
+            manifest.display(),
             host.display(),
             info.machine
         ))
         .hint("name a program built for the image's architecture")),
         Ok(_) => Ok(Program { host_path: host, image_path, elf: true }),
         Err(closure::ClosureError::NotElf { .. }) => Ok(Program { host_path: host, image_path, elf: false }),
-        Err(e) => Err(UsageError::new(format!("`package.metadata.oci.{key}`: {e}"))),
+        Err(e) => Err(UsageError::new(format!("{}: `package.metadata.oci.{key}`: {e}", manifest.display()))
+            .hint("name a program file the build host can read")),
     }
 }
 
@@ -99,7 +117,11 @@ const COREUTILS: &[&str] = &[
 
 /// The debug tools: the ones named, or by default a static busybox when the host has one, else
 /// bash and coreutils.
-pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools, UsageError> {
+pub fn debug_tools(
+    named: Option<&[String]>,
+    machine: u16,
+    manifest: &Path,
+) -> Result<DebugTools, UsageError> {
     let names: Vec<String> = match named {
         Some(n) => n.to_vec(),
         None => match which("busybox").filter(|p| closure::inspect(p).is_ok_and(|i| i.is_static)) {
@@ -121,7 +143,8 @@ pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools,
     for n in &names {
         let host = which(n).ok_or_else(|| {
             UsageError::new(format!(
-                "`package.metadata.oci.debug.inputs`: `{n}` is not a file or a program on PATH"
+                "{}: `package.metadata.oci.debug.inputs`: `{n}` is not a file or a program on PATH",
+                manifest.display()
             ))
             .hint("install it on the build host (e.g. busybox-static), or name it by its full path")
         })?;
@@ -133,6 +156,7 @@ pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools,
             host.clone(),
             format!("{DEBUG_BIN}/{base}"),
             machine,
+            manifest,
             "debug.inputs",
         )?;
         if base == "busybox" {
@@ -157,9 +181,10 @@ pub fn debug_tools(named: Option<&[String]>, machine: u16) -> Result<DebugTools,
         .find(|s| has(s))
         .map(|s| format!("{DEBUG_BIN}/{s}"))
         .ok_or_else(|| {
-            UsageError::new(
-                "`package.metadata.oci.debug.inputs` has no shell (sh, bash, ash or dash)",
-            )
+            UsageError::new(format!(
+                "{}: `package.metadata.oci.debug.inputs` has no shell (sh, bash, ash or dash)",
+                manifest.display()
+            ))
             .hint("add \"busybox\" or \"bash\" to debug.inputs")
         })?;
     Ok(DebugTools {

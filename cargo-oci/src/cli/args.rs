@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::build::cargo::CargoFlags;
 use crate::build::pipeline::BuildRequest;
-use crate::config::metadata::Selection;
+use crate::config::Selection;
 use crate::oci::compress::Codec;
 use crate::registry::ClientOptions;
 use crate::sink::load;

@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::build::pipeline::Configured;
 use crate::commands::build::build_and_deliver;
 use crate::commands::{init, inspect, template};
-use crate::config::metadata::Selection;
 use crate::oci::reference::ImageName;
 use crate::registry::auth::{Credential, Secret};
 use crate::sink::load;
@@ -210,7 +209,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.common.reporter();
             let target_dir = match &a.target_dir {
                 Some(d) => d.clone(),
-                None => crate::config::metadata::cargo_metadata(&Selection {
+                None => crate::config::cargo_metadata(&crate::config::Selection {
                     package: None,
                     bin: None,
                     manifest_path: a.manifest_path.clone(),

@@ -1,4 +1,20 @@
 //! Cargo's metadata to a validated description of the image: what goes in it and how to build
-//! it. Reads `cargo metadata` and the environment; writes nothing.
+//! it. Reads `cargo metadata`, the package directory and the environment; writes nothing.
+//!
+//! `raw` (the keys as written) → `validate` (single values) and `paths` (image paths) →
+//! `resolve` (→ [`ImageSpec`]); `package` picks the package and binary; `env` reads the
+//! environment.
 
-pub mod metadata;
+pub mod env;
+pub mod package;
+pub mod paths;
+pub mod raw;
+pub mod resolve;
+pub mod spec;
+pub mod validate;
+
+pub use env::{source_date_epoch, DEFAULT_EPOCH};
+pub use package::{cargo_metadata, prefetch_revision, select_package, Selection};
+pub use raw::{Mode, RawFile, RawOci, RawPerm, RawProbe};
+pub use resolve::{image_spec, image_spec_with, DEFAULT_MAX_LAYERS};
+pub use spec::*;

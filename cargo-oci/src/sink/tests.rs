@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::*;
 use crate::build::layer_writer::write_layer;
 use crate::build::plan::{Content, Entry, LayerPlan};
-use crate::config::metadata::{Created, ImageSpec};
+use crate::config::{Created, ImageSpec};
 use crate::oci::compress::{self, Codec, Compression};
 use crate::oci::image::Platform;
 use crate::oci::reference::ImageName;

@@ -1,0 +1,125 @@
+//! The validated description of the image, [`ImageSpec`]: what every later stage works from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::oci::reference::ImageName;
+
+/// When the image says it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Seconds since the Unix epoch (reproducible).
+    Epoch(u64),
+    /// The time of the build (not reproducible; an explicit opt-out).
+    Now,
+}
+
+/// Everything the image is made from, validated.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub package: String,
+    pub version: String,
+    pub manifest_path: PathBuf,
+    pub package_dir: PathBuf,
+    pub target_directory: PathBuf,
+    pub name: ImageName,
+    pub tags: Vec<String>,
+    pub bin: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub user: u32,
+    pub group: u32,
+    pub workdir: String,
+    pub ports: Vec<String>,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub extra_libs: Vec<String>,
+    pub ca_certificates: bool,
+    /// Timestamp of every file in the layers (SOURCE_DATE_EPOCH or 1).
+    pub mtime: u64,
+    pub created: Created,
+    /// The base image the layers go on (`from`).
+    pub from: Option<crate::source::BaseRef>,
+    /// At most this many layers, the base's included (`max-layers`, default 100).
+    pub max_layers: usize,
+    pub live: Option<Probe>,
+    pub ready: Option<Probe>,
+    /// Host programs copied with their closure, on the runtime PATH: absolute paths (relative
+    /// ones resolved against the package directory) or names looked up on PATH.
+    pub runtime_inputs: Vec<String>,
+    /// The debug variant, when asked for.
+    pub debug: Option<DebugSpec>,
+    pub files: Vec<FileSpec>,
+    pub perms: Vec<PermSpec>,
+    /// The entrypoint runs the service as a child: forwards signals, reaps zombies.
+    pub init: bool,
+}
+
+impl ImageSpec {
+    /// The package's binaries used as probes (`bin = ...`), built along with the service.
+    pub fn probe_bins(&self) -> Vec<String> {
+        let mut v: Vec<String> = [&self.live, &self.ready]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| match &p.kind {
+                ProbeKind::Bin(b) if *b != self.bin => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// A health probe: `/bin/live` or `/bin/ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub kind: ProbeKind,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// GET; healthy on 2xx and 3xx.
+    Http(String),
+    /// A TCP connect to `host:port`.
+    Tcp(String),
+    /// A command and its arguments; healthy on exit 0.
+    Exec(Vec<String>),
+    /// A bin target of the package, built along and installed at `/bin/<name>`.
+    Bin(String),
+}
+
+/// The debug variant's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DebugSpec {
+    /// Host tools for the debug shell; `None`: busybox if the host has a static one, else bash
+    /// and coreutils.
+    pub inputs: Option<Vec<String>>,
+}
+
+/// A host file or directory of the package copied into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// The source with every symlink resolved: inside [`ImageSpec::package_dir`].
+    pub src: PathBuf,
+    /// As written in the metadata, for messages.
+    pub src_text: String,
+    /// Absolute, normalized path in the image (`/srv/static`; `/` for a directory copied to the
+    /// root).
+    pub dest: String,
+    pub mode: Option<u32>,
+}
+
+/// Modes and owners applied to entries as the layers are written.
+#[derive(Debug, Clone)]
+pub struct PermSpec {
+    /// Absolute path in the image.
+    pub path: String,
+    /// When set, applies to `path` and everything under it whose absolute path matches.
+    pub regex: Option<regex::Regex>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}

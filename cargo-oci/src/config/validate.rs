@@ -1,0 +1,221 @@
+//! Checks of single values of the metadata (probes, ports, tags, times, text), each refusal with
+//! what is wrong and how to write it instead. Knows nothing of the package or the file system.
+
+use cargo_metadata::{Package, TargetKind};
+use serde::Deserialize;
+
+use crate::config::raw::RawProbe;
+use crate::config::spec::{DebugSpec, Probe, ProbeKind};
+
+/// A refused value: what is wrong, and the `help:` line saying how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub msg: String,
+    pub help: String,
+}
+
+/// A refusal with its help line.
+pub fn invalid(msg: impl Into<String>, help: impl Into<String>) -> Invalid {
+    Invalid {
+        msg: msg.into(),
+        help: help.into(),
+    }
+}
+
+/// The longest probe timeout (Kubernetes' own probes are rarely above a minute).
+const MAX_PROBE_TIMEOUT_MS: u64 = 300_000;
+
+/// Refuses text that would break a line-based file or an exec argument: control characters.
+pub fn plain_text(what: &str, text: &str, help: &str) -> Result<(), Invalid> {
+    if text.chars().any(char::is_control) {
+        return Err(invalid(
+            format!(
+                "{what} `{}` holds a control character (newline, tab, NUL...)",
+                text.escape_debug()
+            ),
+            help,
+        ));
+    }
+    Ok(())
+}
+
+pub fn probe(p: &RawProbe, which: &str, package: &Package) -> Result<Probe, Invalid> {
+    let mut kinds = Vec::new();
+    if let Some(url) = &p.http {
+        let help = "write a URL such as \"http://127.0.0.1:8080/healthz\"";
+        plain_text("http", url, help)?;
+        if url.contains(' ') {
+            return Err(invalid(format!("http = `{url}` holds a space"), help));
+        }
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            invalid(
+                format!("http = `{url}`: probes speak plain http:// (the probe runs inside the pod, next to the service)"),
+                help,
+            )
+        })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid(format!("http = `{url}` has no host"), help));
+        }
+        kinds.push(ProbeKind::Http(url.clone()));
+    }
+    if let Some(addr) = &p.tcp {
+        let help = "write HOST:PORT, such as \"127.0.0.1:8080\"";
+        plain_text("tcp", addr, help)?;
+        let ok = addr.rsplit_once(':').is_some_and(|(h, port)| {
+            !h.is_empty() && !h.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(invalid(format!("tcp = `{addr}` is not HOST:PORT"), help));
+        }
+        kinds.push(ProbeKind::Tcp(addr.clone()));
+    }
+    if let Some(argv) = &p.exec {
+        let help = "write the command and its arguments as a list, such as [\"svc\", \"check\"]";
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(invalid("exec must name a command", help));
+        }
+        for a in argv {
+            plain_text("exec argument", a, help)?;
+        }
+        kinds.push(ProbeKind::Exec(argv.clone()));
+    }
+    if let Some(bin) = &p.bin {
+        let exists = package
+            .targets
+            .iter()
+            .any(|t| t.kind.contains(&TargetKind::Bin) && t.name == *bin);
+        if !exists {
+            return Err(invalid(
+                format!(
+                    "bin = `{bin}` is not a binary target of package `{}`",
+                    package.name
+                ),
+                "name one of the package's [[bin]] targets",
+            ));
+        }
+        kinds.push(ProbeKind::Bin(bin.clone()));
+    }
+    if kinds.len() != 1 {
+        return Err(invalid(
+            format!("[package.metadata.oci.{which}] needs exactly one of http, tcp, exec or bin"),
+            format!("keep one of them, e.g. `tcp = \"127.0.0.1:8080\"` under [package.metadata.oci.{which}]"),
+        ));
+    }
+    let timeout_ms = match &p.timeout {
+        None => 2000,
+        Some(t) => {
+            let help = "write a duration from 1ms to 5m, such as \"2s\" or \"500ms\"";
+            let d = humantime::parse_duration(t)
+                .map_err(|e| invalid(format!("timeout = `{t}`: {e}"), help))?;
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            if ms == 0 || ms > MAX_PROBE_TIMEOUT_MS {
+                return Err(invalid(
+                    format!("timeout = `{t}` must be between 1ms and 5m"),
+                    help,
+                ));
+            }
+            ms
+        }
+    };
+    Ok(Probe {
+        kind: kinds.remove(0),
+        timeout_ms,
+    })
+}
+
+pub fn debug_spec(v: &serde_json::Value) -> Result<Option<DebugSpec>, Invalid> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        enabled: Option<bool>,
+        inputs: Option<Vec<String>>,
+    }
+    let help = "write `debug = true`, or a table such as `debug = { inputs = [\"busybox\"] }`";
+    match v {
+        serde_json::Value::Bool(false) => Ok(None),
+        serde_json::Value::Bool(true) => Ok(Some(DebugSpec::default())),
+        serde_json::Value::Object(_) => {
+            let t: Table =
+                serde_json::from_value(v.clone()).map_err(|e| invalid(e.to_string(), help))?;
+            for i in t.inputs.iter().flatten() {
+                if i.is_empty() {
+                    return Err(invalid("an input is empty", help));
+                }
+            }
+            Ok((t.enabled != Some(false)).then_some(DebugSpec { inputs: t.inputs }))
+        }
+        _ => Err(invalid("expected true, false or a table", help)),
+    }
+}
+
+/// Replaces `{version}` and `{package}` in a tag.
+pub fn expand_tag(tag: &str, package: &Package) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = tag;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("`{tag}` has an unclosed `{{`"))?
+            + start;
+        match &rest[start + 1..end] {
+            "version" => out.push_str(&package.version.to_string()),
+            "package" => out.push_str(package.name.as_str()),
+            other => {
+                return Err(format!(
+                    "`{tag}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}})"
+                ))
+            }
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    // Semver build metadata (`+`) is not allowed in tags; registries use `_` by convention.
+    Ok(out.replace('+', "_"))
+}
+
+pub fn validate_port(p: &str) -> Result<(), String> {
+    let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let ok_num = num.parse::<u16>().map(|n| n > 0).unwrap_or(false);
+    if !ok_num || !matches!(proto, "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "`{p}` is not a port: expected \"PORT\" or \"PORT/tcp|udp|sctp\""
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_created(s: &str) -> Result<u64, String> {
+    let t = humantime::parse_rfc3339(s).map_err(|_| {
+        format!("`{s}` is not \"now\" or an RFC 3339 time like 2024-01-01T00:00:00Z")
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| format!("`{s}` is before 1970"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_checked() {
+        assert!(validate_port("8080").is_ok());
+        assert!(validate_port("53/udp").is_ok());
+        assert!(validate_port("http").is_err());
+        assert!(validate_port("80/icmp").is_err());
+    }
+
+    #[test]
+    fn created_parses() {
+        assert_eq!(parse_created("1970-01-01T00:00:10Z"), Ok(10));
+        assert!(parse_created("yesterday").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(plain_text("x", "http://a/\nexec=/bin/sh", "h").is_err());
+        assert!(plain_text("x", "a\tb", "h").is_err());
+        assert!(plain_text("x", "http://a:1/ok", "h").is_ok());
+    }
+}
