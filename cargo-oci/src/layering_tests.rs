@@ -1,8 +1,12 @@
 //! Checks the shape of the source tree that `ARCHITECTURE.md` describes: every module imports
-//! only modules of its own layer or of lower ones, and the module graph has no cycle.
+//! only modules of its own layer or of lower ones, the module graph has no cycle, and no module
+//! file carries more than a few pages of non-test code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// Largest number of non-test lines in one module file.
+const MAX_LINES: usize = 600;
 
 /// The layers, bottom to top.
 const LAYERS: &[&str] = &[
@@ -156,6 +160,21 @@ fn the_module_graph_has_no_cycle() {
             cycle.unwrap().join(" -> ")
         );
     }
+}
+
+#[test]
+fn module_files_stay_short() {
+    let long: Vec<String> = tree()
+        .values()
+        // Test-only files hold fixtures, not code to find one's way in.
+        .filter(|p| !p.ends_with("tests.rs"))
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let n = non_test(&text).lines().count();
+            (n > MAX_LINES).then(|| format!("{}: {n} lines", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "over {MAX_LINES} lines of non-test code: {long:#?}");
 }
 
 #[test]
