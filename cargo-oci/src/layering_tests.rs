@@ -174,7 +174,10 @@ fn module_files_stay_short() {
             (n > MAX_LINES).then(|| format!("{}: {n} lines", p.display()))
         })
         .collect();
-    assert!(long.is_empty(), "over {MAX_LINES} lines of non-test code: {long:#?}");
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines of non-test code: {long:#?}"
+    );
 }
 
 #[test]
