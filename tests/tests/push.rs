@@ -78,13 +78,15 @@ fn anonymous_push_then_skopeo_and_podman() {
     }
     let b = built("http-hello");
     let home = tempfile::tempdir().unwrap();
-    // A credential store that has nothing for this registry: the push goes on anonymously.
+    // A credential store that has nothing for this registry: the push goes on anonymously. Like
+    // every real helper it reads the server URL first (one that exits before reading it leaves
+    // its caller writing into a closed pipe).
     let bin = home.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-cargooci-empty");
     write_script(
         &helper,
-        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+        "#!/bin/sh\nread server\necho 'credentials not found in native keychain'\nexit 1\n",
     );
     std::fs::create_dir_all(home.path().join(".docker")).unwrap();
     std::fs::write(
