@@ -76,7 +76,12 @@ pub fn assemble(
         .collect::<Result<Vec<_>, _>>()?;
     let rootfs = RootFsBuilder::default()
         .typ("layers")
-        .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
         .build()?;
     let mut config = ImageConfigurationBuilder::default()
         .created(created)
@@ -92,7 +97,7 @@ pub fn assemble(
 
     let config_desc = DescriptorBuilder::default()
         .media_type(MediaType::ImageConfig)
-        .digest(config_blob.digest.parse::<oci_spec::image::Digest>()?)
+        .digest(config_blob.digest.to_oci())
         .size(config_blob.size)
         .build()?;
     let layer_descs = layers
@@ -100,7 +105,7 @@ pub fn assemble(
         .map(|l| {
             Ok(DescriptorBuilder::default()
                 .media_type(MediaType::from(l.media_type.as_str()))
-                .digest(l.blob.digest.parse::<oci_spec::image::Digest>()?)
+                .digest(l.blob.digest.to_oci())
                 .size(l.blob.size)
                 .build()?)
         })

@@ -119,7 +119,7 @@ pub fn ensure(
     std::fs::copy(&built, &tmp).with_context(|| format!("cannot copy {}", built.display()))?;
     let digest =
         store::file_digest(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?;
-    crate::util::fs::write_atomic(&recorded, |w| Ok(w.write_all(digest.as_bytes())?))?;
+    crate::util::fs::write_atomic(&recorded, |w| Ok(w.write_all(digest.as_str().as_bytes())?))?;
     std::fs::rename(&tmp, &cached)
         .with_context(|| format!("cannot move the contract helper to {}", cached.display()))?;
     Ok(cached)

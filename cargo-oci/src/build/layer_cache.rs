@@ -17,10 +17,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use crate::build::plan::{Content, LayerPlan};
 use crate::oci::compress::Compression;
+use crate::oci::digest::Digest;
 use crate::oci::layer::Layer;
 use crate::oci::store::Store;
 
@@ -82,7 +83,7 @@ impl LayerCache {
 struct Record {
     key: String,
     layer: Layer,
-    seal: String,
+    seal: Digest,
 }
 
 impl Record {
@@ -96,7 +97,7 @@ impl Record {
 }
 
 /// The digest that binds a record's key and layer together.
-fn seal(key: &str, layer: &Layer) -> Result<String> {
+fn seal(key: &str, layer: &Layer) -> Result<Digest> {
     let mut bytes = format!("{FORMAT}\0{key}\0").into_bytes();
     bytes.extend(crate::oci::image::canonical_json(layer)?);
     Ok(crate::oci::store::digest_of(&bytes))
@@ -116,7 +117,7 @@ fn lookup(store: &Store, key: &str, record: &Path) -> Lookup {
     let Ok(r) = serde_json::from_slice::<Record>(&text) else {
         return Lookup::Damaged("has an unreadable record".into());
     };
-    if r.key != key || seal(key, &r.layer).ok().as_deref() != Some(r.seal.as_str()) {
+    if r.key != key || seal(key, &r.layer).ok().as_ref() != Some(&r.seal) {
         return Lookup::Damaged("has a record that is not its own".into());
     }
     if !store.contains(&r.layer.blob.digest) {
@@ -286,7 +287,11 @@ mod tests {
 
         // Its blob swapped for another valid one.
         let text = std::fs::read_to_string(&record_a).unwrap();
-        std::fs::write(&record_a, text.replace(&la.blob.digest, &lb.blob.digest)).unwrap();
+        std::fs::write(
+            &record_a,
+            text.replace(la.blob.digest.as_str(), lb.blob.digest.as_str()),
+        )
+        .unwrap();
         let again = cache.layer(&store, &plan(&a), 1, comp).unwrap();
         assert!(!again.reused);
         assert_eq!(again.diff_id, la.diff_id);

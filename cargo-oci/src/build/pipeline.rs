@@ -363,7 +363,7 @@ fn write_layers(
                 l.role,
                 reporter::bytes(l.tar_size),
                 reporter::bytes(l.blob.size),
-                &l.blob.digest[..19.min(l.blob.digest.len())],
+                l.blob.digest.short(),
                 if l.reused { "  reused" } else { "" }
             ),
         );

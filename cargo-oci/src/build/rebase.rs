@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use crate::oci::digest::Digest;
 use crate::oci::image::{canonical_json, Image};
 use crate::oci::store::Store;
 use crate::source::Base;
@@ -97,8 +98,14 @@ pub fn rebase(store: &Store, image: Image, base: &Base, user_path: bool) -> Resu
     }
     config["config"] = Value::Object(cfg);
 
-    let own_diffs = strings(config.pointer("/rootfs/diff_ids"));
-    let diffs: Vec<String> = base
+    let own_diffs = strings(config.pointer("/rootfs/diff_ids"))
+        .iter()
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| anyhow::anyhow!("the image config's diff_id: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let diffs: Vec<Digest> = base
         .layers
         .iter()
         .map(|l| l.diff_id.clone())

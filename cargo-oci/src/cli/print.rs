@@ -18,7 +18,7 @@ pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter)
         &format!(
             "{} ({}…): {} uploaded ({}), {} mounted, {} skipped",
             p.name,
-            &img.manifest.digest[..19.min(img.manifest.digest.len())],
+            img.manifest.digest.short(),
             p.count(Transfer::Uploaded),
             crate::util::reporter::bytes(p.uploaded_bytes),
             p.count(Transfer::Mounted),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::oci::digest::Digest;
 use crate::sink::layout;
 use crate::util::fs::is_temp_name;
 
@@ -109,8 +110,13 @@ pub fn clean(oci_dir: &Path, all: bool) -> Result<Cleaned> {
         let blob = std::fs::read(&path)
             .ok()
             .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["layer"]["blob"]["digest"].as_str().map(str::to_string));
-        let live = blob.is_some_and(|d| store.join(d.trim_start_matches("sha256:")).is_file());
+            .and_then(|v| {
+                v["layer"]["blob"]["digest"]
+                    .as_str()?
+                    .parse::<Digest>()
+                    .ok()
+            });
+        let live = blob.is_some_and(|d| store.join(d.hex()).is_file());
         if !live && path.is_file() {
             remove(&path, &mut done);
         }

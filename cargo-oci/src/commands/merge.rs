@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::oci::archive::Archive;
+use crate::oci::digest::Digest;
 use crate::oci::docker_archive;
 use crate::sink;
 use crate::util::error::UsageError;
@@ -25,12 +26,12 @@ struct Item {
     entry: docker_archive::Entry,
 }
 
-/// The SHA-256 hex of a member.
-fn hash_member(ar: &Archive, name: &str) -> Result<String> {
+/// The digest of a member.
+fn hash_member(ar: &Archive, name: &str) -> Result<Digest> {
     let mut w = crate::oci::store::HashWriter::new(io::sink());
     io::copy(&mut ar.open_member(name)?, &mut w)?;
     let (_, digest, _) = w.finish();
-    Ok(digest.trim_start_matches("sha256:").to_string())
+    Ok(digest)
 }
 
 /// Reads every input, then writes the merged archive to `out`. Returns the number of images.
@@ -79,11 +80,11 @@ fn write_merged(archives: &[Archive], items: &[Item], w: &mut dyn Write) -> Resu
             &mut out,
             ar,
             &e.config,
-            format!("{}.json", hash_member(ar, &e.config)?),
+            format!("{}.json", hash_member(ar, &e.config)?.hex()),
         )?;
         let mut layers = Vec::new();
         for l in &e.layers {
-            let name = format!("{}/layer.tar", hash_member(ar, l)?);
+            let name = format!("{}/layer.tar", hash_member(ar, l)?.hex());
             layers.push(copy(&mut out, ar, l, name)?);
         }
         out.image(docker_archive::Entry {

@@ -45,6 +45,13 @@ impl Digest {
         &self.text[Self::PREFIX.len()..]
     }
 
+    /// The same digest as `oci-spec` types it, for its descriptors.
+    pub fn to_oci(&self) -> oci_spec::image::Digest {
+        // A checked `sha256:<64 hex>` is always a valid OCI digest.
+        oci_spec::image::Digest::from_str(&self.text)
+            .unwrap_or_else(|_| unreachable!("a checked sha256 digest"))
+    }
+
     /// `sha256:` and the first 12 hex digits, for messages.
     pub fn short(&self) -> &str {
         &self.text[..Self::PREFIX.len() + 12]
@@ -84,7 +91,8 @@ fn clip(s: &str) -> String {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        // `pad`, so that widths and alignments in format strings apply as to a string.
+        f.pad(&self.text)
     }
 }
 
@@ -141,6 +149,7 @@ mod tests {
         assert_eq!(Digest::from_hex(d.hex()).unwrap(), d);
         assert_eq!(EMPTY.parse::<Digest>().unwrap(), d);
         assert_eq!(d, EMPTY);
+        assert_eq!(format!("{d:<72}|"), format!("{EMPTY:<72}|"));
         assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{EMPTY}\""));
         let back: Digest = serde_json::from_str(&format!("\"{EMPTY}\"")).unwrap();
         assert_eq!(back, d);

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::oci::compress;
+use crate::oci::digest::Digest;
 use crate::oci::store::{self, Blob, Store};
 
 pub use crate::oci::compress::{MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
@@ -15,8 +16,8 @@ pub use crate::oci::compress::{MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
 pub struct Layer {
     /// The compressed blob.
     pub blob: Blob,
-    /// `sha256:` of the uncompressed tar.
-    pub diff_id: String,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
     /// Size of the uncompressed tar.
     pub tar_size: u64,
     pub media_type: String,
@@ -47,7 +48,7 @@ impl Layer {
 }
 
 /// A decoder whose read errors (a corrupt compressed stream) are a damaged cache.
-struct ReadErrorsAreDamage<R>(R, std::path::PathBuf, String);
+struct ReadErrorsAreDamage<R>(R, std::path::PathBuf, Digest);
 
 impl<R: Read> Read for ReadErrorsAreDamage<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

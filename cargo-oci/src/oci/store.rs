@@ -11,20 +11,21 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
+
+use crate::oci::digest::Digest;
 
 /// A blob in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blob {
-    /// `sha256:<hex>`.
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
 }
 
 impl Blob {
     /// The hex part of the digest.
     pub fn hex(&self) -> &str {
-        self.digest.trim_start_matches("sha256:")
+        self.digest.hex()
     }
 }
 
@@ -90,11 +91,11 @@ impl Store {
     }
 
     /// The file holding the blob with this digest.
-    pub fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(digest.trim_start_matches("sha256:"))
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
     }
 
-    pub fn contains(&self, digest: &str) -> bool {
+    pub fn contains(&self, digest: &Digest) -> bool {
         self.path(digest).is_file()
     }
 
@@ -151,7 +152,7 @@ impl Store {
 
     /// Opens a blob for reading; the reader fails (with a [`Damaged`] error, before handing out
     /// its last bytes) unless the blob has exactly `size` bytes with this digest.
-    pub fn open_verified(&self, digest: &str, size: u64) -> Result<Verified<File>> {
+    pub fn open_verified(&self, digest: &Digest, size: u64) -> Result<Verified<File>> {
         let path = self.path(digest);
         let f = File::open(&path).map_err(|e| self.damaged(format!("blob {digest}: {e}")))?;
         let len = f.metadata()?.len();
@@ -163,7 +164,7 @@ impl Store {
         Ok(Verified::new(
             f,
             format!("blob {digest}"),
-            digest.to_string(),
+            digest.clone(),
             size,
             self.root(),
         ))
@@ -178,10 +179,10 @@ impl Store {
     }
 
     /// Reads a (small) blob whole by digest alone, checked against it.
-    pub fn read_digest(&self, digest: &str) -> Result<Vec<u8>> {
+    pub fn read_digest(&self, digest: &Digest) -> Result<Vec<u8>> {
         let bytes = std::fs::read(self.path(digest))
             .map_err(|e| self.damaged(format!("blob {digest}: {e}")))?;
-        if digest_of(&bytes) != digest {
+        if digest_of(&bytes) != *digest {
             return Err(self
                 .damaged(format!("blob {digest} does not match its digest"))
                 .into());
@@ -209,7 +210,7 @@ impl Store {
                 || crate::util::fs::less_open_than_new(m.mode());
             if !shared
                 && m.len() == blob.size
-                && file_digest(dest).ok().as_deref() == Some(blob.digest.as_str())
+                && file_digest(dest).ok().as_ref() == Some(&blob.digest)
             {
                 return Ok(());
             }
@@ -246,8 +247,8 @@ pub fn temp_file(dir: &Path, prefix: &str) -> Result<tempfile::NamedTempFile> {
         .with_context(|| format!("cannot create a file in {}", dir.display()))
 }
 
-/// The `sha256:<hex>` digest of a file's bytes.
-pub fn file_digest(path: &Path) -> io::Result<String> {
+/// The digest of a file's bytes.
+pub fn file_digest(path: &Path) -> io::Result<Digest> {
     let mut w = HashWriter::new(io::sink());
     io::copy(&mut File::open(path)?, &mut w)?;
     Ok(w.finish().1)
@@ -259,14 +260,14 @@ pub struct Verified<R> {
     inner: R,
     hasher: Sha256,
     left: u64,
-    digest: String,
+    digest: Digest,
     what: String,
     store: PathBuf,
 }
 
 impl<R: Read> Verified<R> {
     /// `what` names the bytes in messages (`blob sha256:...`).
-    pub fn new(inner: R, what: String, digest: String, size: u64, store: &Path) -> Self {
+    pub fn new(inner: R, what: String, digest: Digest, size: u64, store: &Path) -> Self {
         Verified {
             inner,
             hasher: Sha256::new(),
@@ -303,7 +304,7 @@ impl<R: Read> Read for Verified<R> {
         self.hasher.update(&buf[..n]);
         self.left -= n as u64;
         if self.left == 0 {
-            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            let got = Digest::from_hash(&self.hasher.clone().finalize());
             if got != self.digest {
                 return Err(self.fail(format!(
                     "does not match its digest {} (its bytes hash to {got})",
@@ -335,8 +336,7 @@ impl BlobWriter {
     pub fn commit(self) -> Result<Blob> {
         let (w, digest, size) = self.out.finish();
         let tmp = w.into_inner().map_err(|e| e.into_error())?;
-        let hex = digest.trim_start_matches("sha256:").to_string();
-        tmp.persist(self.dir.join(&hex))
+        tmp.persist(self.dir.join(digest.hex()))
             .map_err(|e| e.error)
             .context("cannot move a blob into place")?;
         Ok(Blob { digest, size })
@@ -359,11 +359,11 @@ impl<W: Write> HashWriter<W> {
         }
     }
 
-    /// The inner writer, the `sha256:<hex>` digest and the byte count.
-    pub fn finish(self) -> (W, String, u64) {
+    /// The inner writer, the digest and the byte count.
+    pub fn finish(self) -> (W, Digest, u64) {
         (
             self.inner,
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            Digest::from_hash(&self.hasher.finalize()),
             self.count,
         )
     }
@@ -381,9 +381,9 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+/// The digest of some bytes.
+pub fn digest_of(bytes: &[u8]) -> Digest {
+    Digest::of(bytes)
 }
 
 /// A path for a temporary file in `dir` that no other writer, in this process or another, uses

@@ -10,6 +10,7 @@ use std::io::Read;
 use anyhow::{bail, Result};
 
 use super::client::{header, unexpected, with_auth, Client};
+use crate::oci::digest::Digest;
 
 /// The manifest and index media types a pull accepts.
 pub const ACCEPT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -19,7 +20,7 @@ application/vnd.docker.distribution.manifest.list.v2+json";
 
 impl Client {
     /// The manifest or index `digest` of `repo`, at most `limit` bytes (more is an error).
-    pub fn get_manifest(&self, repo: &str, digest: &str, limit: u64) -> Result<Vec<u8>> {
+    pub fn get_manifest(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
         let url = self.url(&format!("{repo}/manifests/{digest}"));
         let what = format!("get the manifest {digest} of {repo}");
         let resp = self.send(&what, &|a, auth| {
@@ -48,7 +49,7 @@ impl Client {
     }
 
     /// The blob `digest` of `repo`, streamed.
-    pub fn get_blob<'c>(&'c self, repo: &str, digest: &str) -> Result<BlobReader<'c>> {
+    pub fn get_blob<'c>(&'c self, repo: &str, digest: &Digest) -> Result<BlobReader<'c>> {
         let mut reader = BlobReader {
             client: self,
             url: self.url(&format!("{repo}/blobs/{digest}")),
@@ -250,7 +251,7 @@ mod tests {
             let client = Client::new(&addr, None, vec![], opts).unwrap();
             let mut got = Vec::new();
             client
-                .get_blob("r", "sha256:x")
+                .get_blob("r", &Digest::of(BLOB))
                 .unwrap()
                 .read_to_end(&mut got)
                 .unwrap();

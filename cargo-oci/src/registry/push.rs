@@ -11,11 +11,12 @@ use anyhow::{bail, Context, Result};
 
 use super::auth;
 use super::client::{drain, header, unexpected, with_auth, Client};
+use crate::oci::digest::Digest;
 
 /// A blob file to upload.
 #[derive(Debug, Clone)]
 pub struct BlobFile {
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub path: PathBuf,
 }
@@ -30,7 +31,7 @@ pub enum Mount {
 
 impl Client {
     /// The size of the blob if the repository has it.
-    pub fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+    pub fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let url = self.url(&format!("{repo}/blobs/{digest}"));
         let what = format!("check for blob {digest} in {repo}");
         let resp = self.send(&what, &|a, auth| with_auth(a.head(&url), auth).call())?;
@@ -46,10 +47,10 @@ impl Client {
     }
 
     /// Asks the registry to mount `digest` from the repository `from` into `repo`.
-    pub fn mount(&self, repo: &str, digest: &str, from: &str) -> Result<Mount> {
+    pub fn mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<Mount> {
         let url = self.url(&format!(
             "{repo}/blobs/uploads/?mount={}&from={}",
-            auth::query_escape(digest),
+            auth::query_escape(digest.as_str()),
             auth::query_escape(from)
         ));
         let what = format!("mount blob {digest} from {from} into {repo}");
@@ -128,7 +129,7 @@ impl Client {
     ) -> Result<()> {
         let mut file = File::open(&blob.path)
             .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
-        let digest_q = format!("digest={}", auth::query_escape(&blob.digest));
+        let digest_q = format!("digest={}", auth::query_escape(blob.digest.as_str()));
         let resp = if blob.size <= chunk_size.max(1) {
             let mut bytes = Vec::with_capacity(blob.size as usize);
             file.read_to_end(&mut bytes)
@@ -174,7 +175,7 @@ impl Client {
         if resp.status() != 201 {
             return Err(unexpected(what, resp));
         }
-        let theirs = header(&resp, "docker-content-digest");
+        let theirs = answered_digest(&resp, what)?;
         drain(resp);
         match theirs {
             Some(d) if d != blob.digest => bail!(
@@ -193,7 +194,7 @@ impl Client {
         reference: &str,
         media_type: &str,
         bytes: &[u8],
-        digest: &str,
+        digest: &Digest,
     ) -> Result<()> {
         let url = self.url(&format!("{repo}/manifests/{reference}"));
         let what = format!("put the manifest {reference} in {repo}");
@@ -205,13 +206,23 @@ impl Client {
         if resp.status() != 201 {
             return Err(unexpected(&what, resp));
         }
-        let theirs = header(&resp, "docker-content-digest");
+        let theirs = answered_digest(&resp, &what)?;
         drain(resp);
         match theirs {
-            Some(d) if d != digest => {
+            Some(d) if d != *digest => {
                 bail!("{what}: the registry stored the manifest as {d}, not {digest}")
             }
             _ => Ok(()),
         }
     }
+}
+
+/// The `Docker-Content-Digest` a registry answered with, if any, parsed where it enters.
+fn answered_digest(resp: &ureq::http::Response<ureq::Body>, what: &str) -> Result<Option<Digest>> {
+    header(resp, "docker-content-digest")
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| anyhow::anyhow!("{what}: the registry's Docker-Content-Digest: {e}"))
+        })
+        .transpose()
 }

@@ -77,7 +77,7 @@ pub fn write_docker_archive(store: &Store, images: &[&Image], out: &mut dyn Writ
         )?;
         let mut layers = Vec::new();
         for l in &image.layers {
-            let name = format!("{}/layer.tar", l.diff_id.trim_start_matches("sha256:"));
+            let name = format!("{}/layer.tar", l.diff_id.hex());
             layers.push(
                 w.member(&name, l.tar_size, l.open_tar(store)?)
                     .map_err(damage_first_in)?,

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, MediaType, PlatformBuilder};
 use serde_json::Value;
 
+use crate::oci::digest::Digest;
 use crate::oci::image::{canonical_json, Image};
 use crate::oci::store::{self, Blob, Store};
 use crate::util::error::UsageError;
@@ -46,7 +47,7 @@ fn descriptors(image: &Image) -> Result<Vec<oci_spec::image::Descriptor>> {
         .map(|r| {
             Ok(DescriptorBuilder::default()
                 .media_type(MediaType::ImageManifest)
-                .digest(image.manifest.digest.parse::<oci_spec::image::Digest>()?)
+                .digest(image.manifest.digest.to_oci())
                 .size(image.manifest.size)
                 .platform(platform.clone())
                 .annotations(
@@ -135,8 +136,8 @@ fn reachable(blobs: &Path, entries: &[Value]) -> Option<BTreeSet<String>> {
     let mut budget = 100_000usize;
     while let Some(d) = todo.pop() {
         budget = budget.checked_sub(1)?;
-        let digest = d["digest"].as_str()?.to_string();
-        let hex = digest.strip_prefix("sha256:")?.to_string();
+        let digest: Digest = d["digest"].as_str()?.parse().ok()?;
+        let hex = digest.hex().to_string();
         if !seen.insert(hex.clone()) {
             continue;
         }

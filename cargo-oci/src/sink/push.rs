@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::oci::digest::Digest;
 use crate::oci::image::Image;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
@@ -55,7 +56,7 @@ pub struct Pushed {
     pub name: ImageName,
     pub image: Image,
     /// Each blob's digest and how it was transferred.
-    pub blobs: Vec<(String, Transfer)>,
+    pub blobs: Vec<(Digest, Transfer)>,
     pub uploaded_bytes: u64,
 }
 
@@ -133,7 +134,7 @@ pub fn push_image(
 
     let cache_path = cache_dir.join(".registry-blobs.json");
     let mut known = KnownBlobs::load(&cache_path);
-    let sources: BTreeMap<String, Vec<String>> = blobs
+    let sources: BTreeMap<Digest, Vec<String>> = blobs
         .iter()
         .map(|b| {
             (
@@ -174,7 +175,7 @@ pub fn push_image(
     client
         .put_manifest(
             repo,
-            &image.manifest.digest,
+            image.manifest.digest.as_str(),
             MANIFEST_MEDIA_TYPE,
             &manifest,
             &image.manifest.digest,
@@ -220,7 +221,7 @@ pub fn push_image(
 }
 
 /// The bytes of the blobs that were uploaded, each counted once, however many tries it took.
-fn uploaded_bytes(blobs: &[BlobFile], results: &[(String, Transfer)]) -> u64 {
+fn uploaded_bytes(blobs: &[BlobFile], results: &[(Digest, Transfer)]) -> u64 {
     results
         .iter()
         .filter(|(_, t)| *t == Transfer::Uploaded)
@@ -254,12 +255,12 @@ fn transfer_blobs(
     client: &Client,
     repo: &str,
     blobs: &[BlobFile],
-    sources: &BTreeMap<String, Vec<String>>,
+    sources: &BTreeMap<Digest, Vec<String>>,
     req: &PushRequest,
     progress: &Progress,
     report: &Reporter,
     total: u64,
-) -> Result<Vec<(String, Transfer)>> {
+) -> Result<Vec<(Digest, Transfer)>> {
     let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::<anyhow::Error>::new());
@@ -384,7 +385,7 @@ fn transfer_one(
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct KnownBlobs {
     /// registry → digest → repositories.
-    registries: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    registries: BTreeMap<String, BTreeMap<Digest, BTreeSet<String>>>,
 }
 
 impl KnownBlobs {
@@ -396,7 +397,7 @@ impl KnownBlobs {
     }
 
     /// Repositories of `registry` known to hold `digest`, besides `except`.
-    fn repositories(&self, registry: &str, digest: &str, except: &str) -> Vec<String> {
+    fn repositories(&self, registry: &str, digest: &Digest, except: &str) -> Vec<String> {
         self.registries
             .get(registry)
             .and_then(|m| m.get(digest))
@@ -404,11 +405,11 @@ impl KnownBlobs {
             .unwrap_or_default()
     }
 
-    fn add(&mut self, registry: &str, digest: &str, repo: &str) {
+    fn add(&mut self, registry: &str, digest: &Digest, repo: &str) {
         self.registries
             .entry(registry.to_string())
             .or_default()
-            .entry(digest.to_string())
+            .entry(digest.clone())
             .or_default()
             .insert(repo.to_string());
     }
@@ -513,12 +514,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.json");
         let mut k = KnownBlobs::load(&path);
-        k.add("r:5000", "sha256:a", "one");
-        k.add("r:5000", "sha256:a", "two");
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        k.add("r:5000", &a, "one");
+        k.add("r:5000", &a, "two");
         k.save(&path).unwrap();
         let k = KnownBlobs::load(&path);
-        assert_eq!(k.repositories("r:5000", "sha256:a", "one"), vec!["two"]);
-        assert!(k.repositories("other", "sha256:a", "x").is_empty());
-        assert!(k.repositories("r:5000", "sha256:b", "x").is_empty());
+        assert_eq!(k.repositories("r:5000", &a, "one"), vec!["two"]);
+        assert!(k.repositories("other", &a, "x").is_empty());
+        assert!(k.repositories("r:5000", &b, "x").is_empty());
     }
 }

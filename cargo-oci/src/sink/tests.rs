@@ -169,9 +169,12 @@ fn check_oci(f: &Fixture, codec: Codec, read: &dyn Fn(&str) -> Vec<u8>) {
     );
     assert!(refs.contains(&"localhost/unit/app:latest".to_string()));
     for m in manifests {
-        assert_eq!(m["digest"].as_str().unwrap(), f.image.manifest.digest);
+        assert_eq!(
+            m["digest"].as_str().unwrap(),
+            f.image.manifest.digest.as_str()
+        );
     }
-    let manifest = json(&blob(&f.image.manifest.digest));
+    let manifest = json(&blob(f.image.manifest.digest.as_str()));
     let config = json(&blob(manifest["config"]["digest"].as_str().unwrap()));
     assert_eq!(config["architecture"], "amd64");
     assert_eq!(config["config"]["Entrypoint"][0], "/bin/entrypoint");

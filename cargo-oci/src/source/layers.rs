@@ -9,9 +9,10 @@ use std::io::{self, BufRead, Read, Write};
 
 use anyhow::{bail, Context, Result};
 use flate2::{Compression, GzBuilder};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use crate::oci::compress;
+use crate::oci::digest::Digest;
 use crate::oci::flatten::Tree;
 use crate::oci::layer::{Layer, MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
 use crate::oci::store::Store;
@@ -111,8 +112,8 @@ impl<R> HashReader<R> {
             count: 0,
         }
     }
-    fn finish(self) -> (R, String, u64) {
-        let d = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+    fn finish(self) -> (R, Digest, u64) {
+        let d = Digest::from_hash(&self.hasher.finalize());
         (self.r, d, self.count)
     }
 }
@@ -130,9 +131,9 @@ pub struct Expected<'a> {
     /// How the blob is encoded; None: find out from its first bytes.
     pub encoding: Option<Encoding>,
     /// The blob's digest, when the source names blobs by digest.
-    pub blob: Option<&'a str>,
+    pub blob: Option<&'a Digest>,
     /// The digest of the uncompressed tar, from the image config.
-    pub diff_id: &'a str,
+    pub diff_id: &'a Digest,
 }
 
 /// Stores one layer read from `raw`, checking its blob digest and diff_id.
@@ -169,7 +170,7 @@ pub fn import(
             io::copy(&mut raw, &mut out).with_context(|| format!("cannot read {what}"))?;
             let blob = out.commit()?;
             if let Some(want) = expected.blob {
-                if blob.digest != want {
+                if blob.digest != *want {
                     bail!(
                         "{what}: the blob's digest is {}, not the {want} its manifest names",
                         blob.digest
@@ -202,7 +203,7 @@ pub fn import(
             (blob, diff, size)
         }
     };
-    if got_diff != expected.diff_id {
+    if got_diff != *expected.diff_id {
         bail!(
             "{what}: its content hashes to {got_diff}, not the diff_id {} its config names",
             expected.diff_id
@@ -210,7 +211,7 @@ pub fn import(
     }
     Ok(Layer {
         blob,
-        diff_id: expected.diff_id.to_string(),
+        diff_id: expected.diff_id.clone(),
         tar_size,
         media_type: encoding.stored_media_type().into(),
         role: "base".into(),
@@ -252,8 +253,8 @@ mod tests {
         store: &Store,
         blob: &[u8],
         encoding: Option<Encoding>,
-        digest: Option<&str>,
-        diff_id: &str,
+        digest: Option<&Digest>,
+        diff_id: &Digest,
     ) -> Result<Layer> {
         let expected = Expected {
             encoding,
@@ -293,7 +294,7 @@ mod tests {
             assert_eq!(read_back(&store, &l), tar, "{media_type}");
 
             // Another diff_id, another blob digest: both refused.
-            let wrong = format!("sha256:{}", "0".repeat(64));
+            let wrong = Digest::from_hex(&"0".repeat(64)).unwrap();
             let e = import_one(&store, &blob, Some(enc), None, &wrong).unwrap_err();
             assert!(
                 e.to_string().contains("not the diff_id"),
@@ -301,7 +302,7 @@ mod tests {
             );
             let e = import_one(&store, &blob, Some(enc), Some(&wrong), &diff).unwrap_err();
             assert!(
-                e.to_string().contains("digest") && e.to_string().contains(&wrong),
+                e.to_string().contains("digest") && e.to_string().contains(wrong.as_str()),
                 "{media_type}: {e}"
             );
         }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::oci::archive;
+use crate::oci::digest::Digest;
 use crate::oci::docker_archive;
 use crate::oci::layer::Layer;
 use crate::oci::reference::ImageName;
@@ -46,7 +47,7 @@ pub enum BaseRef {
         reference: Option<String>,
     },
     /// `HOST/REPO@sha256:DIGEST`.
-    Registry { name: ImageName, digest: String },
+    Registry { name: ImageName, digest: Digest },
 }
 
 impl BaseRef {
@@ -83,26 +84,14 @@ impl BaseRef {
                  reproducible: pin it by digest (`{s}@sha256:…`, `skopeo inspect docker://{s}` shows it)"
             ));
         };
-        let hex = digest.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(format!(
-                "`{digest}` is not a sha256 digest (`sha256:` and 64 lowercase hex digits)"
-            ));
-        }
+        let digest: Digest = digest.parse()?;
         // `name:tag@digest`: the digest decides; the tag is only a comment.
         let name = match name.rsplit_once(':') {
             Some((n, tag)) if !tag.contains('/') => n,
             _ => name,
         };
         let name = ImageName::parse(name)?;
-        Ok(BaseRef::Registry {
-            name,
-            digest: digest.to_string(),
-        })
+        Ok(BaseRef::Registry { name, digest })
     }
 }
 
@@ -149,9 +138,9 @@ impl Base {
 /// Where blobs of an OCI-shaped source are read from.
 trait Blobs {
     /// A blob's bytes.
-    fn open(&self, digest: &str) -> Result<Box<dyn Read + '_>>;
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>>;
     /// A small JSON blob, checked against its digest.
-    fn json(&self, digest: &str) -> Result<(Vec<u8>, Value)> {
+    fn json(&self, digest: &Digest) -> Result<(Vec<u8>, Value)> {
         let mut bytes = Vec::new();
         self.open(digest)?
             .take(MAX_JSON + 1)
@@ -160,7 +149,7 @@ trait Blobs {
             bail!("blob {digest} is larger than {MAX_JSON} bytes: not a manifest or config");
         }
         let got = digest_of(&bytes);
-        if got != digest {
+        if got != *digest {
             bail!("blob {digest} hashes to {got}: the image is corrupt");
         }
         let v =
@@ -169,29 +158,35 @@ trait Blobs {
     }
     /// A manifest or image index, checked against its digest (a registry serves them apart
     /// from the other blobs).
-    fn manifest(&self, digest: &str) -> Result<(Vec<u8>, Value)> {
+    fn manifest(&self, digest: &Digest) -> Result<(Vec<u8>, Value)> {
         self.json(digest)
     }
 }
 
-fn check_digest(d: &str) -> Result<()> {
-    let hex = d.strip_prefix("sha256:").unwrap_or("");
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("`{d}` is not a sha256 digest");
-    }
-    Ok(())
+/// The digest a document names at `pointer`, parsed where it enters; `what` says which one, for
+/// the message when it is missing or malformed.
+fn digest_at(v: &Value, pointer: &str, what: &str) -> Result<Digest> {
+    let d = v
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .with_context(|| format!("{what} is missing"))?;
+    parse_digest(d, what)
 }
 
-fn blob_name(digest: &str) -> Result<String> {
-    check_digest(digest)?;
-    Ok(format!("blobs/sha256/{}", &digest[7..]))
+/// A digest read from a base image, parsed once; `what` names where it came from.
+fn parse_digest(d: &str, what: &str) -> Result<Digest> {
+    d.parse().map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+fn blob_name(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
 }
 
 struct LayoutDir(PathBuf);
 
 impl Blobs for LayoutDir {
-    fn open(&self, digest: &str) -> Result<Box<dyn Read + '_>> {
-        let p = self.0.join(blob_name(digest)?);
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
+        let p = self.0.join(blob_name(digest));
         Ok(Box::new(std::fs::File::open(&p).with_context(|| {
             format!("cannot read blob {}", p.display())
         })?))
@@ -199,8 +194,8 @@ impl Blobs for LayoutDir {
 }
 
 impl Blobs for archive::Archive {
-    fn open(&self, digest: &str) -> Result<Box<dyn Read + '_>> {
-        Ok(Box::new(self.open_member(&blob_name(digest)?)?))
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.open_member(&blob_name(digest))?))
     }
 }
 
@@ -308,10 +303,11 @@ fn from_index(
             .collect(),
         None => manifests.iter().collect(),
     };
-    let mut digests: Vec<&str> = chosen
+    let mut digests: Vec<Digest> = chosen
         .iter()
         .filter_map(|m| m.get("digest").and_then(Value::as_str))
-        .collect();
+        .map(|d| parse_digest(d, "index.json: a manifest's digest"))
+        .collect::<Result<_>>()?;
     digests.sort_unstable();
     digests.dedup();
     let names: Vec<String> = manifests.iter().filter_map(name_of).collect();
@@ -357,18 +353,12 @@ fn from_manifest(
             .find(fits)
             .or(if list.len() == 1 { list.first() } else { None })
             .with_context(|| format!("the image index has no linux/{architecture} image"))?;
-        let d = pick
-            .get("digest")
-            .and_then(Value::as_str)
-            .context("an index entry has no digest")?;
-        let (_, v) = src.manifest(d)?;
+        let d = digest_at(pick, "/digest", "an image index entry's digest")?;
+        let (_, v) = src.manifest(&d)?;
         return from_manifest(src, v, architecture, store, depth + 1);
     }
-    let config_digest = manifest
-        .pointer("/config/digest")
-        .and_then(Value::as_str)
-        .context("the manifest has no config digest")?;
-    let (_, config) = src.json(config_digest)?;
+    let config_digest = digest_at(&manifest, "/config/digest", "the manifest's config digest")?;
+    let (_, config) = src.json(&config_digest)?;
     let diff_ids = diff_ids(&config)?;
     let descs = manifest
         .get("layers")
@@ -384,11 +374,11 @@ fn from_manifest(
     let mut layers = Vec::new();
     let mut shape = crate::oci::flatten::Tree::shape();
     for (i, (desc, diff)) in descs.iter().zip(&diff_ids).enumerate() {
-        let d = desc
-            .get("digest")
-            .and_then(Value::as_str)
-            .context("a layer has no digest")?;
-        check_digest(d)?;
+        let d = digest_at(
+            desc,
+            "/digest",
+            &format!("the manifest's digest of layer {}", i + 1),
+        )?;
         let what = format!("base layer {} ({d})", i + 1);
         let media_type = desc
             .get("mediaType")
@@ -396,12 +386,12 @@ fn from_manifest(
             .with_context(|| format!("{what} has no mediaType"))?;
         let expected = layers::Expected {
             encoding: Some(layers::Encoding::from_media_type(media_type, &what)?),
-            blob: Some(d),
+            blob: Some(&d),
             diff_id: diff,
         };
         layers.push(layers::import(
             store,
-            src.open(d)?,
+            src.open(&d)?,
             &expected,
             &mut shape,
             &what,
@@ -410,16 +400,16 @@ fn from_manifest(
     Ok(Base { layers, config })
 }
 
-fn diff_ids(config: &Value) -> Result<Vec<String>> {
+fn diff_ids(config: &Value) -> Result<Vec<Digest>> {
     let ids = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
         .context("the image config has no rootfs.diff_ids")?;
     ids.iter()
-        .map(|d| {
+        .enumerate()
+        .map(|(i, d)| {
             let d = d.as_str().context("a diff_id is not a string")?;
-            check_digest(d)?;
-            Ok(d.to_string())
+            parse_digest(d, &format!("the image config's diff_id {}", i + 1))
         })
         .collect()
 }
@@ -522,7 +512,7 @@ mod tests {
             BaseRef::Registry { name, digest: dg } => {
                 assert_eq!(name.registry, "127.0.0.1:5000");
                 assert_eq!(name.repository, "team/base");
-                assert_eq!(dg, digest);
+                assert_eq!(dg, digest.as_str());
             }
             other => panic!("{other:?}"),
         }

@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use super::{Blobs, MAX_JSON};
+use crate::oci::digest::Digest;
 use crate::oci::reference::ImageName;
 use crate::oci::store::{digest_of, Store};
 use crate::registry::auth::{self, Credential, Secret};
@@ -74,10 +75,9 @@ impl<'a> Source<'a> {
     /// A JSON document by digest, from the store or else from `fetch`; checked and stored.
     fn document(
         &self,
-        digest: &str,
+        digest: &Digest,
         fetch: impl FnOnce(&Client) -> Result<Vec<u8>>,
     ) -> Result<(Vec<u8>, Value)> {
-        super::check_digest(digest)?;
         let bytes = if self.store.contains(digest) {
             std::fs::read(self.store.path(digest))?
         } else {
@@ -87,7 +87,7 @@ impl<'a> Source<'a> {
             bail!("{digest} is larger than {MAX_JSON} bytes: not a manifest or config");
         }
         let got = digest_of(&bytes);
-        if got != digest {
+        if got != *digest {
             bail!("the registry sent {got} for {digest}: refusing it");
         }
         self.store.put(&bytes)?;
@@ -97,8 +97,7 @@ impl<'a> Source<'a> {
 }
 
 impl Blobs for Source<'_> {
-    fn open(&self, digest: &str) -> Result<Box<dyn Read + '_>> {
-        super::check_digest(digest)?;
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
         if self.store.contains(digest) {
             return Ok(Box::new(crate::oci::store::open(&self.store.path(digest))?));
         }
@@ -107,7 +106,7 @@ impl Blobs for Source<'_> {
         ))
     }
 
-    fn json(&self, digest: &str) -> Result<(Vec<u8>, Value)> {
+    fn json(&self, digest: &Digest) -> Result<(Vec<u8>, Value)> {
         self.document(digest, |c| {
             let mut bytes = Vec::new();
             c.get_blob(&self.name.repository, digest)?
@@ -117,7 +116,7 @@ impl Blobs for Source<'_> {
         })
     }
 
-    fn manifest(&self, digest: &str) -> Result<(Vec<u8>, Value)> {
+    fn manifest(&self, digest: &Digest) -> Result<(Vec<u8>, Value)> {
         self.document(digest, |c| {
             c.get_manifest(&self.name.repository, digest, MAX_JSON)
         })
