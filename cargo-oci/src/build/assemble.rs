@@ -33,24 +33,26 @@ pub fn assemble(
     platform: &Platform,
     tags: Option<Vec<String>>,
 ) -> Result<Image> {
-    let created = created_text(&spec.created);
+    let created = created_text(&spec.runtime.created);
     let mut cfg = ConfigBuilder::default()
-        .user(format!("{}:{}", spec.user, spec.group))
+        .user(format!("{}:{}", spec.runtime.user, spec.runtime.group))
         .env(env.to_vec())
         .entrypoint(vec!["/bin/entrypoint".to_string()])
-        .working_dir(spec.workdir.clone())
+        .working_dir(spec.runtime.workdir.clone())
         .labels(
-            spec.labels
+            spec.runtime
+                .labels
                 .clone()
                 .into_iter()
                 .collect::<std::collections::HashMap<_, _>>(),
         );
-    if !spec.args.is_empty() {
-        cfg = cfg.cmd(spec.args.clone());
+    if !spec.runtime.args.is_empty() {
+        cfg = cfg.cmd(spec.runtime.args.clone());
     }
-    if !spec.ports.is_empty() {
+    if !spec.runtime.ports.is_empty() {
         cfg = cfg.exposed_ports(
-            spec.ports
+            spec.runtime
+                .ports
                 .iter()
                 .map(|p| {
                     if p.contains('/') {
@@ -62,8 +64,8 @@ pub fn assemble(
                 .collect::<Vec<_>>(),
         );
     }
-    if !spec.volumes.is_empty() {
-        cfg = cfg.volumes(spec.volumes.clone());
+    if !spec.runtime.volumes.is_empty() {
+        cfg = cfg.volumes(spec.runtime.volumes.clone());
     }
     let history = layers
         .iter()

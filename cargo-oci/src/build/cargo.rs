@@ -58,9 +58,9 @@ impl CargoFlags {
     }
 
     fn apply(&self, cmd: &mut Command, spec: &ImageSpec) {
-        cmd.arg("--manifest-path").arg(&spec.manifest_path);
-        cmd.args(["-p", &spec.package]);
-        for bin in std::iter::once(&spec.bin).chain(&spec.probe_bins()) {
+        cmd.arg("--manifest-path").arg(&spec.build.manifest_path);
+        cmd.args(["-p", &spec.build.package]);
+        for bin in std::iter::once(&spec.build.bin).chain(&spec.probe_bins()) {
             cmd.args(["--bin", bin]);
         }
         if let Some(t) = &self.target {
@@ -101,7 +101,7 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     cmd.arg("build")
         .arg("--message-format=json-render-diagnostics");
     flags.apply(&mut cmd, spec);
-    cmd.current_dir(&spec.package_dir);
+    cmd.current_dir(&spec.build.package_dir);
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .stdin(Stdio::null());
@@ -130,7 +130,7 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
             .remove(bin)
             .with_context(|| format!("cargo built no executable for binary `{bin}`"))
     };
-    let path = take(&spec.bin)?;
+    let path = take(&spec.build.bin)?;
     let extra = spec
         .probe_bins()
         .iter()
@@ -146,7 +146,7 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
 
 /// Finds what an earlier `cargo build` left in the target directory (`--no-build`).
 pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
-    let path = existing_bin(flags, spec, &spec.bin)?;
+    let path = existing_bin(flags, spec, &spec.build.bin)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut extra = Vec::new();
     for b in spec.probe_bins() {
@@ -173,7 +173,7 @@ fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathB
     let target_dir = flags
         .target_dir
         .clone()
-        .unwrap_or_else(|| spec.target_directory.clone());
+        .unwrap_or_else(|| spec.build.target_directory.clone());
     let profile_dir = match flags.profile_name() {
         "dev" | "test" => "debug",
         "release" | "bench" => "release",
@@ -218,7 +218,7 @@ fn target_of(flags: &CargoFlags, spec: &ImageSpec, exe: &Path) -> Result<String>
     let target_dir = flags
         .target_dir
         .clone()
-        .unwrap_or_else(|| spec.target_directory.clone());
+        .unwrap_or_else(|| spec.build.target_directory.clone());
     let target_dir = target_dir.canonicalize().unwrap_or(target_dir);
     if let Some(dir) = exe.parent().and_then(Path::parent) {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
@@ -228,7 +228,7 @@ fn target_of(flags: &CargoFlags, spec: &ImageSpec, exe: &Path) -> Result<String>
             }
         }
     }
-    host_triple(&spec.package_dir)
+    host_triple(&spec.build.package_dir)
 }
 
 /// The host triple of the user's toolchain (`rustc -vV`).

@@ -106,12 +106,12 @@ pub fn configure(req: &BuildRequest) -> Result<Configured> {
         spec.debug = Some(config::DebugSpec::default());
     }
     // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
-    cargo::prefetch_rustc_version(&spec.package_dir);
+    cargo::prefetch_rustc_version(&spec.build.package_dir);
     let target_dir = req
         .cargo
         .target_dir
         .clone()
-        .unwrap_or_else(|| spec.target_directory.clone());
+        .unwrap_or_else(|| spec.build.target_directory.clone());
     Ok(Configured { spec, target_dir })
 }
 
@@ -149,13 +149,17 @@ fn assemble(
 ) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
-    let helper =
-        crate::build::helper::ensure(target_dir, &artifact.target, &spec.package_dir, report)?;
+    let helper = crate::build::helper::ensure(
+        target_dir,
+        &artifact.target,
+        &spec.build.package_dir,
+        report,
+    )?;
     let runtime_inputs = tools::runtime_inputs(
         &spec.runtime_inputs,
         info.machine,
-        &spec.package_dir,
-        &spec.manifest_path,
+        &spec.build.package_dir,
+        &spec.build.manifest_path,
     )?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let base = match &spec.from {
@@ -181,7 +185,7 @@ fn assemble(
     let mut executables = vec![
         Executable {
             host_path: artifact.path.clone(),
-            image_path: format!("{}/{}", plan::IMAGE_PATH, spec.bin),
+            image_path: format!("{}/{}", plan::IMAGE_PATH, spec.build.bin),
         },
         Executable {
             host_path: helper.clone(),
@@ -204,7 +208,7 @@ fn assemble(
     let debug_tools = spec
         .debug
         .as_ref()
-        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine, &spec.manifest_path))
+        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine, &spec.build.manifest_path))
         .transpose()?;
     let debug_closure = match &debug_tools {
         Some(t) => {
@@ -260,7 +264,7 @@ fn assemble(
         report,
     )?;
     let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
-    let user_path = spec.env.contains_key("PATH");
+    let user_path = spec.runtime.env.contains_key("PATH");
     let mut image =
         crate::build::assemble::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
     if let Some(base) = &base {

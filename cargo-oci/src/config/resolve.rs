@@ -10,7 +10,7 @@ use crate::config::env::ConfigEnv;
 use crate::config::package::{choose_bin, default_labels, Selection, LABEL_PREFIX};
 use crate::config::paths::{normalize, owned_by_image, volume_conflict};
 use crate::config::raw::{RawFile, RawOci};
-use crate::config::spec::{Created, FileSpec, ImageSpec, PermSpec};
+use crate::config::spec::{BuildSpec, Created, FileSpec, ImageSpec, PermSpec, RuntimeConfig};
 use crate::config::validate::{
     debug_spec, expand_tag, invalid, parse_created, plain_text, probe, validate_port, Invalid,
 };
@@ -285,26 +285,30 @@ pub fn image_spec_with(
     }
 
     Ok(ImageSpec {
-        package: package.name.to_string(),
-        version: package.version.to_string(),
-        manifest_path: manifest.to_path_buf(),
-        package_dir,
-        target_directory: meta.target_directory.clone().into_std_path_buf(),
+        build: BuildSpec {
+            package: package.name.to_string(),
+            version: package.version.to_string(),
+            manifest_path: manifest.to_path_buf(),
+            package_dir,
+            target_directory: meta.target_directory.clone().into_std_path_buf(),
+            bin,
+        },
         name,
         tags,
-        bin,
-        args: raw.args.clone().unwrap_or_default(),
-        env,
-        user,
-        group,
-        workdir,
-        ports,
-        volumes,
-        labels,
+        runtime: RuntimeConfig {
+            args: raw.args.clone().unwrap_or_default(),
+            env,
+            user,
+            group,
+            workdir,
+            ports,
+            volumes,
+            labels,
+            created,
+        },
         extra_libs,
         ca_certificates: raw.ca_certificates.unwrap_or(true),
         mtime,
-        created,
         from,
         max_layers,
         live,

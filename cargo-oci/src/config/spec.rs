@@ -14,17 +14,22 @@ pub enum Created {
     Now,
 }
 
-/// Everything the image is made from, validated.
+/// How to build the program the image carries: the package, its binary, where cargo works.
 #[derive(Debug, Clone)]
-pub struct ImageSpec {
+pub struct BuildSpec {
+    /// The package's name.
     pub package: String,
     pub version: String,
     pub manifest_path: PathBuf,
     pub package_dir: PathBuf,
     pub target_directory: PathBuf,
-    pub name: ImageName,
-    pub tags: Vec<String>,
+    /// The binary that is the service.
     pub bin: String,
+}
+
+/// What the image's config tells the runtime: how to start the process and as whom.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub user: u32,
@@ -33,11 +38,21 @@ pub struct ImageSpec {
     pub ports: Vec<String>,
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    pub created: Created,
+}
+
+/// Everything the image is made from, validated: how to build its program ([`BuildSpec`]), its
+/// names, what its config says ([`RuntimeConfig`]), and what goes into its layers (the rest).
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub build: BuildSpec,
+    pub name: ImageName,
+    pub tags: Vec<String>,
+    pub runtime: RuntimeConfig,
     pub extra_libs: Vec<String>,
     pub ca_certificates: bool,
     /// Timestamp of every file in the layers (SOURCE_DATE_EPOCH or 1).
     pub mtime: u64,
-    pub created: Created,
     /// The base image the layers go on (`from`).
     pub from: Option<crate::source::BaseRef>,
     /// At most this many layers, the base's included (`max-layers`, default 100).
@@ -62,7 +77,7 @@ impl ImageSpec {
             .into_iter()
             .flatten()
             .filter_map(|p| match &p.kind {
-                ProbeKind::Bin(b) if *b != self.bin => Some(b.clone()),
+                ProbeKind::Bin(b) if *b != self.build.bin => Some(b.clone()),
                 _ => None,
             })
             .collect();

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::*;
 use crate::build::layer_writer::write_layer;
 use crate::build::plan::{Content, Entry, LayerPlan};
-use crate::config::{Created, ImageSpec};
+use crate::config::{BuildSpec, Created, ImageSpec, RuntimeConfig};
 use crate::oci::compress::{self, Codec, Compression};
 use crate::oci::image::Platform;
 use crate::oci::reference::ImageName;
@@ -23,26 +23,30 @@ const SERVICE: &[u8] = b"#!/bin/sh\necho service\n";
 
 fn spec() -> ImageSpec {
     ImageSpec {
-        package: "app".into(),
-        version: "1.2.3".into(),
-        manifest_path: "/nonexistent/Cargo.toml".into(),
-        package_dir: "/nonexistent".into(),
-        target_directory: "/nonexistent/target".into(),
+        build: BuildSpec {
+            package: "app".into(),
+            version: "1.2.3".into(),
+            manifest_path: "/nonexistent/Cargo.toml".into(),
+            package_dir: "/nonexistent".into(),
+            target_directory: "/nonexistent/target".into(),
+            bin: "app".into(),
+        },
         name: ImageName::parse("localhost/unit/app").unwrap(),
         tags: vec!["1.2.3".into(), "latest".into()],
-        bin: "app".into(),
-        args: vec!["serve".into()],
-        env: BTreeMap::new(),
-        user: 65534,
-        group: 65534,
-        workdir: "/".into(),
-        ports: vec!["8080".into()],
-        volumes: vec![],
-        labels: BTreeMap::from([("vendor".to_string(), "unit".to_string())]),
+        runtime: RuntimeConfig {
+            args: vec!["serve".into()],
+            env: BTreeMap::new(),
+            user: 65534,
+            group: 65534,
+            workdir: "/".into(),
+            ports: vec!["8080".into()],
+            volumes: vec![],
+            labels: BTreeMap::from([("vendor".to_string(), "unit".to_string())]),
+            created: Created::Epoch(1),
+        },
         extra_libs: vec![],
         ca_certificates: false,
         mtime: 1,
-        created: Created::Epoch(1),
         from: None,
         max_layers: 100,
         live: None,

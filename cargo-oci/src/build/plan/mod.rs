@@ -78,7 +78,7 @@ pub struct Inputs<'a> {
 /// Builds the layer plan.
 pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
     let spec = inp.spec;
-    let service_path = format!("{IMAGE_PATH}/{}", spec.bin);
+    let service_path = format!("{IMAGE_PATH}/{}", spec.build.bin);
 
     let mut base = Tree::new(Owner::image("cargo-oci's base files"));
     base.dir("bin", 0o555);
@@ -89,7 +89,7 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
     if let Some(ca) = &inp.ca_bundle {
         base.file(&CA_BUNDLE[1..], ca.clone(), 0o444);
     }
-    for v in &spec.volumes {
+    for v in &spec.runtime.volumes {
         let v = v.trim_matches('/');
         if !v.is_empty() {
             base.owner = Owner::user("volumes", format!("the volume `/{v}`"), Kind::Volume);
@@ -155,7 +155,7 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
             Kind::Files,
         );
         package_files::add(&mut service, f, spec).map_err(|(msg, help)| {
-            key_error(&spec.manifest_path, &format!("files[{i}]"), msg, help)
+            key_error(&spec.build.manifest_path, &format!("files[{i}]"), msg, help)
         })?;
     }
 
@@ -202,7 +202,7 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
     {
         claims.extend(t.claims.iter().cloned());
     }
-    check_claims(&spec.manifest_path, claims.clone())?;
+    check_claims(&spec.build.manifest_path, claims.clone())?;
     let debug_layer = debug_layer.map(|t| LayerPlan {
         role: "debug".into(),
         entries: t.into_entries(),
@@ -324,8 +324,8 @@ fn check_claims(manifest: &Path, mut claims: Vec<Claim>) -> Result<(), UsageErro
 fn own_volumes(plan: &mut Plan, spec: &ImageSpec) {
     let layers = plan.layers.iter_mut().chain(plan.debug_layer.as_mut());
     for e in layers.flat_map(|l| l.entries.iter_mut()) {
-        if e.content == Content::Dir && spec.volumes.iter().any(|v| v[1..] == e.path) {
-            (e.uid, e.gid, e.mode) = (spec.user, spec.group, 0o755);
+        if e.content == Content::Dir && spec.runtime.volumes.iter().any(|v| v[1..] == e.path) {
+            (e.uid, e.gid, e.mode) = (spec.runtime.user, spec.runtime.group, 0o755);
         }
     }
 }
@@ -349,6 +349,7 @@ fn apply_perms(
         path == "tmp"
             || users.contains(path)
             || spec
+                .runtime
                 .volumes
                 .iter()
                 .any(|v| path.starts_with(&format!("{}/", &v[1..])))
@@ -371,7 +372,7 @@ fn apply_perms(
             let changes = p.mode.is_some_and(|m| m != e.mode) || p.uid.is_some_and(|u| u != e.uid);
             if changes && !may_change(&e.path) {
                 return Err(key_error(
-                    &spec.manifest_path,
+                    &spec.build.manifest_path,
                     &format!("perms[{i}]"),
                     format!(
                         "`{abs}` is cargo-oci's own: its mode and owner stay as they are{}{}",
@@ -389,7 +390,7 @@ fn apply_perms(
         }
         if hits == 0 {
             return Err(key_error(
-                &spec.manifest_path,
+                &spec.build.manifest_path,
                 &format!("perms[{i}]"),
                 format!(
                     "`{}`{} matches nothing in the image",
@@ -416,7 +417,7 @@ fn env(spec: &ImageSpec, certs: bool, inputs: &[Program]) -> Vec<String> {
     if certs {
         env.insert("SSL_CERT_FILE".into(), CA_BUNDLE.into());
     }
-    env.extend(spec.env.clone());
+    env.extend(spec.runtime.env.clone());
     // PATH first, as shells and `docker inspect` show it; the rest sorted.
     let path = env.remove("PATH").unwrap_or_default();
     std::iter::once(format!("PATH={path}"))
@@ -431,10 +432,10 @@ fn passwd(spec: &ImageSpec) -> String {
         65534,
         "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin".into(),
     );
-    users.entry(spec.user).or_insert_with(|| {
+    users.entry(spec.runtime.user).or_insert_with(|| {
         format!(
             "app:x:{}:{}:{}:/nonexistent:/sbin/nologin",
-            spec.user, spec.group, spec.package
+            spec.runtime.user, spec.runtime.group, spec.build.package
         )
     });
     users.into_values().map(|l| l + "\n").collect()
@@ -445,8 +446,8 @@ fn group(spec: &ImageSpec) -> String {
     groups.insert(0, "root:x:0:".into());
     groups.insert(65534, "nogroup:x:65534:".into());
     groups
-        .entry(spec.group)
-        .or_insert_with(|| format!("app:x:{}:", spec.group));
+        .entry(spec.runtime.group)
+        .or_insert_with(|| format!("app:x:{}:", spec.runtime.group));
     groups.into_values().map(|l| l + "\n").collect()
 }
 

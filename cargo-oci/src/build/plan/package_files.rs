@@ -107,10 +107,16 @@ impl Walk<'_> {
     /// Cargo target directories (the package's `target/`, the configured target directory, any
     /// directory tagged CACHEDIR.TAG) are never copied implicitly.
     fn left_out(&self, path: &Path) -> bool {
-        path == self.spec.package_dir.join("target")
+        path == self.spec.build.package_dir.join("target")
             || path.join("CACHEDIR.TAG").is_file()
             || path.canonicalize().ok().as_deref()
-                == self.spec.target_directory.canonicalize().ok().as_deref()
+                == self
+                    .spec
+                    .build
+                    .target_directory
+                    .canonicalize()
+                    .ok()
+                    .as_deref()
     }
 
     /// The target a symlink inside the tree keeps in the image: relative, and inside the tree.
