@@ -13,15 +13,15 @@
 //!   rootfs);
 //! - [`commands`] and [`cli`]: the commands and their arguments.
 
-pub mod build;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod oci;
-pub mod registry;
-pub mod sink;
-pub mod source;
-pub mod util;
+pub(crate) mod build;
+pub(crate) mod cli;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod oci;
+pub(crate) mod registry;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod util;
 
 pub use cli::{parse, run, Cli};
 pub use util::error::exit_code;

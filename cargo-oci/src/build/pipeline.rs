@@ -48,11 +48,6 @@ impl Configured {
         self.target_dir.join("oci")
     }
 
-    /// The blob store every image of this target directory is built into.
-    pub fn store(&self) -> Result<Store> {
-        Store::open(&self.oci_dir().join(".store"))
-    }
-
     /// The default OCI layout of the image: `target/oci/<name>`, the full name made one path
     /// part (`/` → `+`, `:` → `_`), so that images of one target directory never share one.
     pub fn default_layout(&self) -> PathBuf {
@@ -64,7 +59,6 @@ impl Configured {
 /// The result of a build: the images in the store and the records of how they were made.
 #[derive(Debug, Clone)]
 pub struct Built {
-    pub spec: ImageSpec,
     pub image: Image,
     /// The debug variant, when built.
     pub debug: Option<Image>,
@@ -130,7 +124,6 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
     let (image, debug, closure, plan) = assemble(&spec, &artifact, &target_dir, req, report)?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     Ok(Built {
-        spec,
         image,
         debug,
         closure,

@@ -99,10 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.image.common.reporter();
             // Find the engine first: a missing one costs no build.
             let (runtime, version) = load::detect(a.runtime, &report)?;
-            let engine = load::Engine {
-                runtime,
-                version: version.clone(),
-            };
+            let engine = load::Engine { runtime };
             let made = build_and_deliver(
                 &a.image.request(),
                 |_| Ok(vec![Box::new(engine) as Box<dyn Sink>]),

@@ -30,11 +30,6 @@ impl ConfigEnv {
     }
 }
 
-/// `SOURCE_DATE_EPOCH` of this process if set, else [`DEFAULT_EPOCH`].
-pub fn source_date_epoch() -> Result<u64, String> {
-    ConfigEnv::from_process().epoch()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,6 @@ pub mod resolve;
 pub mod spec;
 pub mod validate;
 
-pub use env::{source_date_epoch, DEFAULT_EPOCH};
 pub use package::{cargo_metadata, prefetch_revision, select_package, Selection};
-pub use raw::{Mode, RawFile, RawOci, RawPerm, RawProbe};
-pub use resolve::{image_spec, image_spec_with, DEFAULT_MAX_LAYERS};
+pub use resolve::image_spec;
 pub use spec::*;

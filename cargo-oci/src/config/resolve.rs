@@ -287,7 +287,6 @@ pub fn image_spec_with(
     Ok(ImageSpec {
         build: BuildSpec {
             package: package.name.to_string(),
-            version: package.version.to_string(),
             manifest_path: manifest.to_path_buf(),
             package_dir,
             target_directory: meta.target_directory.clone().into_std_path_buf(),

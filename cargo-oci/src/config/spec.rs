@@ -19,7 +19,6 @@ pub enum Created {
 pub struct BuildSpec {
     /// The package's name.
     pub package: String,
-    pub version: String,
     pub manifest_path: PathBuf,
     pub package_dir: PathBuf,
     pub target_directory: PathBuf,

@@ -51,14 +51,6 @@ impl ImageName {
         })
     }
 
-    /// The last path part, used as the directory name under `target/oci/`.
-    pub fn short(&self) -> &str {
-        self.repository
-            .rsplit('/')
-            .next()
-            .unwrap_or(&self.repository)
-    }
-
     /// `name:tag` as written in `ref.name` annotations and docker-archive `RepoTags`.
     pub fn with_tag(&self, tag: &str) -> String {
         format!("{}:{tag}", self.full)
@@ -152,8 +144,8 @@ mod tests {
         );
         let n = ImageName::parse("127.0.0.1:5000/team/sub/app").unwrap();
         assert_eq!(
-            (n.registry.as_str(), n.repository.as_str(), n.short()),
-            ("127.0.0.1:5000", "team/sub/app", "app")
+            (n.registry.as_str(), n.repository.as_str()),
+            ("127.0.0.1:5000", "team/sub/app")
         );
         let n = ImageName::parse("localhost/x").unwrap();
         assert_eq!(n.registry, "localhost");

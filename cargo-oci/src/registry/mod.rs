@@ -20,6 +20,5 @@ mod negotiate;
 pub mod pull;
 pub mod push;
 
-pub use client::{Client, ClientOptions, NoAnswer};
-pub use pull::ACCEPT_MANIFEST;
+pub use client::{Client, ClientOptions};
 pub use push::{BlobFile, Mount};

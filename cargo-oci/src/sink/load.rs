@@ -132,8 +132,6 @@ pub fn detect(choice: Option<Runtime>, report: &Reporter) -> Result<(Runtime, St
 /// A local engine's `load`, found (or named) before the build.
 pub struct Engine {
     pub runtime: Runtime,
-    /// The version the engine gave when probed.
-    pub version: String,
 }
 
 impl Sink for Engine {

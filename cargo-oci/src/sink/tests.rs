@@ -25,7 +25,6 @@ fn spec() -> ImageSpec {
     ImageSpec {
         build: BuildSpec {
             package: "app".into(),
-            version: "1.2.3".into(),
             manifest_path: "/nonexistent/Cargo.toml".into(),
             package_dir: "/nonexistent".into(),
             target_directory: "/nonexistent/target".into(),

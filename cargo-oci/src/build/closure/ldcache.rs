@@ -230,6 +230,7 @@ impl LdCache {
     }
 
     /// All paths recorded for `soname`, in file order (empty if none).
+    #[cfg(test)]
     pub fn lookup(&self, soname: &str) -> &[PathBuf] {
         self.paths.get(soname).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -240,11 +241,13 @@ impl LdCache {
     }
 
     /// Number of entries with a UTF-8 soname.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True if the cache has no entries.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -55,8 +55,6 @@ pub struct Plan {
     pub debug_layer: Option<LayerPlan>,
     /// The image's environment, in order.
     pub env: Vec<String>,
-    /// Absolute path of the service binary in the image.
-    pub service_path: String,
 }
 
 /// The inputs of the plan besides the spec.
@@ -226,7 +224,6 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
         env: env(spec, inp.ca_bundle.is_some(), inp.runtime_inputs),
         layers,
         debug_layer,
-        service_path,
     };
     own_volumes(&mut plan, spec);
     apply_perms(&mut plan, &spec.perms, spec, &claims)?;
