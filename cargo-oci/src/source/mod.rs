@@ -163,16 +163,6 @@ trait Blobs {
     }
 }
 
-/// The digest a document names at `pointer`, parsed where it enters; `what` says which one, for
-/// the message when it is missing or malformed.
-fn digest_at(v: &Value, pointer: &str, what: &str) -> Result<Digest> {
-    let d = v
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .with_context(|| format!("{what} is missing"))?;
-    parse_digest(d, what)
-}
-
 /// A digest read from a base image, parsed once; `what` names where it came from.
 fn parse_digest(d: &str, what: &str) -> Result<Digest> {
     d.parse().map_err(|e| anyhow::anyhow!("{what}: {e}"))
@@ -353,11 +343,19 @@ fn from_manifest(
             .find(fits)
             .or(if list.len() == 1 { list.first() } else { None })
             .with_context(|| format!("the image index has no linux/{architecture} image"))?;
-        let d = digest_at(pick, "/digest", "an image index entry's digest")?;
+        let d = pick
+            .get("digest")
+            .and_then(Value::as_str)
+            .context("an index entry has no digest")?;
+        let d = parse_digest(d, "an image index entry's digest")?;
         let (_, v) = src.manifest(&d)?;
         return from_manifest(src, v, architecture, store, depth + 1);
     }
-    let config_digest = digest_at(&manifest, "/config/digest", "the manifest's config digest")?;
+    let config_digest = manifest
+        .pointer("/config/digest")
+        .and_then(Value::as_str)
+        .context("the manifest has no config digest")?;
+    let config_digest = parse_digest(config_digest, "the manifest's config digest")?;
     let (_, config) = src.json(&config_digest)?;
     let diff_ids = diff_ids(&config)?;
     let descs = manifest
@@ -374,11 +372,11 @@ fn from_manifest(
     let mut layers = Vec::new();
     let mut shape = crate::oci::flatten::Tree::shape();
     for (i, (desc, diff)) in descs.iter().zip(&diff_ids).enumerate() {
-        let d = digest_at(
-            desc,
-            "/digest",
-            &format!("the manifest's digest of layer {}", i + 1),
-        )?;
+        let d = desc
+            .get("digest")
+            .and_then(Value::as_str)
+            .context("a layer has no digest")?;
+        let d = parse_digest(d, &format!("the manifest's digest of layer {}", i + 1))?;
         let what = format!("base layer {} ({d})", i + 1);
         let media_type = desc
             .get("mediaType")
