@@ -371,7 +371,7 @@ fn metadata_that_leaks_or_breaks_the_image_is_refused() {
         "{}",
         String::from_utf8_lossy(&good.stderr)
     );
-    let layout = p.join("target/oci/bad");
+    let layout = p.join("target/oci/localhost+bad");
     let before = snapshot(&layout);
     const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
     let file = |src: &str, dest: &str| {
@@ -504,7 +504,7 @@ fn metadata_that_leaks_or_breaks_the_image_is_refused() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();
-        assert_eq!(layouts, ["bad"], "{extra}: no other output");
+        assert_eq!(layouts, ["localhost+bad"], "{extra}: no other output");
     }
 }
 
@@ -618,7 +618,7 @@ fn package_files_come_in_sealed() {
         "the runtime input"
     );
 
-    let config = layout_config(&p.join("target/oci/sealed-ok"));
+    let config = layout_config(&p.join("target/oci/localhost+sealed-ok"));
     let env: Vec<&str> = config["config"]["Env"]
         .as_array()
         .unwrap()
