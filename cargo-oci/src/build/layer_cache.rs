@@ -100,7 +100,7 @@ impl Record {
 fn seal(key: &str, layer: &Layer) -> Result<Digest> {
     let mut bytes = format!("{FORMAT}\0{key}\0").into_bytes();
     bytes.extend(crate::oci::image::canonical_json(layer)?);
-    Ok(crate::oci::store::digest_of(&bytes))
+    Ok(crate::oci::digest::Digest::of(&bytes))
 }
 
 enum Lookup {

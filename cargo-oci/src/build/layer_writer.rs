@@ -167,7 +167,7 @@ mod tests {
             .unwrap()
             .read_to_end(&mut tar)
             .unwrap();
-            assert_eq!(crate::oci::store::digest_of(&tar), a.diff_id);
+            assert_eq!(crate::oci::digest::Digest::of(&tar), a.diff_id);
             assert_eq!(tar.len() as u64, a.tar_size);
         }
     }

@@ -361,8 +361,8 @@ mod tests {
             for n in [2, 3, 8] {
                 let many = run(codec, n, &data);
                 assert_eq!(
-                    crate::oci::store::digest_of(&one),
-                    crate::oci::store::digest_of(&many),
+                    crate::oci::digest::Digest::of(&one),
+                    crate::oci::digest::Digest::of(&many),
                     "{codec:?}: 1 and {n} threads differ"
                 );
             }

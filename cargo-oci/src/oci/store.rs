@@ -126,7 +126,7 @@ impl Store {
     /// repair, noted) when it does not.
     pub fn put(&self, bytes: &[u8]) -> Result<Blob> {
         let blob = Blob {
-            digest: digest_of(bytes),
+            digest: Digest::of(bytes),
             size: bytes.len() as u64,
         };
         let path = self.path(&blob.digest);
@@ -182,7 +182,7 @@ impl Store {
     pub fn read_digest(&self, digest: &Digest) -> Result<Vec<u8>> {
         let bytes = std::fs::read(self.path(digest))
             .map_err(|e| self.damaged(format!("blob {digest}: {e}")))?;
-        if digest_of(&bytes) != *digest {
+        if Digest::of(&bytes) != *digest {
             return Err(self
                 .damaged(format!("blob {digest} does not match its digest"))
                 .into());
@@ -381,11 +381,6 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-/// The digest of some bytes.
-pub fn digest_of(bytes: &[u8]) -> Digest {
-    Digest::of(bytes)
-}
-
 /// A path for a temporary file in `dir` that no other writer, in this process or another, uses
 /// (`dir` is created when missing).
 pub fn unique_temp_path(dir: &Path, what: &str) -> Result<PathBuf> {
@@ -410,7 +405,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let a = store.put(b"config").unwrap();
-        assert_eq!(a.digest, digest_of(b"config"));
+        assert_eq!(a.digest, Digest::of(b"config"));
         assert_eq!(std::fs::read(store.path(&a.digest)).unwrap(), b"config");
         let stamp = std::fs::metadata(store.path(&a.digest))
             .unwrap()

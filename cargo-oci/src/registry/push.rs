@@ -226,3 +226,96 @@ fn answered_digest(resp: &ureq::http::Response<ureq::Body>, what: &str) -> Resul
         })
         .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ClientOptions;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    /// Answers one request on loopback with `201 Created` and this `Docker-Content-Digest`,
+    /// after reading the request whole. Gives up after ten seconds.
+    fn answer_once(digest_header: String) -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            listener.set_nonblocking(true).unwrap();
+            let t0 = Instant::now();
+            let conn = loop {
+                match listener.accept() {
+                    Ok((c, _)) => break c,
+                    Err(_) if t0.elapsed() < Duration::from_secs(10) => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("no request: {e}"),
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            let mut out = conn;
+            write!(
+                out,
+                "HTTP/1.1 201 Created\r\nDocker-Content-Digest: {digest_header}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+        });
+        (addr, server)
+    }
+
+    fn put_with_answer(digest_header: String) -> Result<()> {
+        let (addr, server) = answer_once(digest_header);
+        let opts = ClientOptions {
+            backoff: Duration::from_millis(1),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(&addr, None, vec![], opts).unwrap();
+        let bytes = b"{}";
+        let got = client.put_manifest(
+            "r",
+            "latest",
+            "application/vnd.oci.image.manifest.v1+json",
+            bytes,
+            &Digest::of(bytes),
+        );
+        server.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn the_registry_answer_digest_is_parsed_and_checked() {
+        put_with_answer(Digest::of(b"{}").to_string()).unwrap();
+
+        let other = Digest::of(b"other");
+        let e = format!("{:#}", put_with_answer(other.to_string()).unwrap_err());
+        assert!(
+            e.contains("stored the manifest as") && e.contains(other.as_str()),
+            "{e}"
+        );
+
+        // A malformed answer is refused by the digest parser, which echoes little of it.
+        let junk = format!("sha256:{}", "z".repeat(2000));
+        let e = format!("{:#}", put_with_answer(junk).unwrap_err());
+        assert!(
+            e.contains("Docker-Content-Digest") && e.contains("not a sha256 digest"),
+            "{e}"
+        );
+        assert!(e.len() < 400, "{e}");
+    }
+}

@@ -14,9 +14,9 @@ use crate::build::layer_writer::write_layer;
 use crate::build::plan::{Content, Entry, LayerPlan};
 use crate::config::{BuildSpec, Created, ImageSpec, RuntimeConfig};
 use crate::oci::compress::{self, Codec, Compression};
+use crate::oci::digest::Digest;
 use crate::oci::image::Platform;
 use crate::oci::reference::ImageName;
-use crate::oci::store::digest_of;
 use crate::util::reporter::Verbosity;
 
 const SERVICE: &[u8] = b"#!/bin/sh\necho service\n";
@@ -147,7 +147,7 @@ fn check_oci(f: &Fixture, codec: Codec, read: &dyn Fn(&str) -> Vec<u8>) {
             "blobs/sha256/{}",
             digest.trim_start_matches("sha256:")
         ));
-        assert_eq!(digest_of(&bytes), digest, "a blob's name is its digest");
+        assert_eq!(Digest::of(&bytes), digest, "a blob's name is its digest");
         bytes
     };
     assert_eq!(
@@ -195,7 +195,7 @@ fn check_oci(f: &Fixture, codec: Codec, read: &dyn Fn(&str) -> Vec<u8>) {
             .unwrap()
             .read_to_end(&mut tar)
             .unwrap();
-        assert_eq!(digest_of(&tar), diff_id.as_str().unwrap());
+        assert_eq!(Digest::of(&tar), diff_id.as_str().unwrap());
     }
 }
 
@@ -260,7 +260,7 @@ fn docker_archive_sink_holds_uncompressed_layers() {
             serde_json::to_value(f.image.references()).unwrap()
         );
         let config_bytes = &m[e["Config"].as_str().unwrap()];
-        assert_eq!(digest_of(config_bytes), f.image.config.digest);
+        assert_eq!(Digest::of(config_bytes), f.image.config.digest);
         let config = json(config_bytes);
         let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
         let layers = e["Layers"].as_array().unwrap();
@@ -268,7 +268,7 @@ fn docker_archive_sink_holds_uncompressed_layers() {
         for (name, diff_id) in layers.iter().zip(diff_ids) {
             // Plain tars: each hashes to its diff_id.
             let tar = &m[name.as_str().unwrap()];
-            assert_eq!(digest_of(tar), diff_id.as_str().unwrap(), "{codec:?}");
+            assert_eq!(Digest::of(tar), diff_id.as_str().unwrap(), "{codec:?}");
         }
         let top = members(m[layers[1].as_str().unwrap()].as_slice());
         assert_eq!(top["bin/app"], SERVICE);

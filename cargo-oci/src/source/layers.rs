@@ -222,7 +222,6 @@ pub fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::store::digest_of;
     use crate::util::error::exit_code;
 
     fn layer_tar() -> Vec<u8> {
@@ -275,7 +274,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let tar = layer_tar();
-        let diff = digest_of(&tar);
+        let diff = Digest::of(&tar);
         for (media_type, blob, stored) in [
             (MEDIA_TYPE_GZIP, gzip(&tar), MEDIA_TYPE_GZIP),
             (MEDIA_TYPE_DOCKER_GZIP, gzip(&tar), MEDIA_TYPE_GZIP),
@@ -283,7 +282,7 @@ mod tests {
             (MEDIA_TYPE_TAR, tar.clone(), MEDIA_TYPE_GZIP),
         ] {
             let enc = Encoding::from_media_type(media_type, "layer").unwrap();
-            let digest = digest_of(&blob);
+            let digest = Digest::of(&blob);
             let l = import_one(&store, &blob, Some(enc), Some(&digest), &diff).unwrap();
             assert_eq!(l.media_type, stored, "{media_type}");
             assert_eq!(l.diff_id, diff);
@@ -313,7 +312,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let tar = layer_tar();
-        let diff = digest_of(&tar);
+        let diff = Digest::of(&tar);
         let z = zstd(&tar);
         let g = gzip(&tar);
         for (enc, blob) in [
@@ -322,7 +321,7 @@ mod tests {
             (Encoding::Tar, &g),
         ] {
             assert!(
-                import_one(&store, blob, Some(enc), Some(&digest_of(blob)), &diff).is_err(),
+                import_one(&store, blob, Some(enc), Some(&Digest::of(blob)), &diff).is_err(),
                 "{enc:?}"
             );
         }
@@ -339,7 +338,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let tar = layer_tar();
-        let diff = digest_of(&tar);
+        let diff = Digest::of(&tar);
         for (blob, stored) in [
             (tar.clone(), MEDIA_TYPE_GZIP),
             (gzip(&tar), MEDIA_TYPE_GZIP),

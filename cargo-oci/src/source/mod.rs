@@ -20,7 +20,7 @@ use crate::oci::digest::Digest;
 use crate::oci::docker_archive;
 use crate::oci::layer::Layer;
 use crate::oci::reference::ImageName;
-use crate::oci::store::{digest_of, Store};
+use crate::oci::store::Store;
 use crate::registry::ClientOptions;
 use crate::util::error::UsageError;
 use crate::util::reporter::Reporter;
@@ -148,7 +148,7 @@ trait Blobs {
         if bytes.len() as u64 > MAX_JSON {
             bail!("blob {digest} is larger than {MAX_JSON} bytes: not a manifest or config");
         }
-        let got = digest_of(&bytes);
+        let got = Digest::of(&bytes);
         if got != *digest {
             bail!("blob {digest} hashes to {got}: the image is corrupt");
         }
@@ -161,16 +161,6 @@ trait Blobs {
     fn manifest(&self, digest: &Digest) -> Result<(Vec<u8>, Value)> {
         self.json(digest)
     }
-}
-
-/// The digest a document names at `pointer`, parsed where it enters; `what` says which one, for
-/// the message when it is missing or malformed.
-fn digest_at(v: &Value, pointer: &str, what: &str) -> Result<Digest> {
-    let d = v
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .with_context(|| format!("{what} is missing"))?;
-    parse_digest(d, what)
 }
 
 /// A digest read from a base image, parsed once; `what` names where it came from.
@@ -353,11 +343,19 @@ fn from_manifest(
             .find(fits)
             .or(if list.len() == 1 { list.first() } else { None })
             .with_context(|| format!("the image index has no linux/{architecture} image"))?;
-        let d = digest_at(pick, "/digest", "an image index entry's digest")?;
+        let d = pick
+            .get("digest")
+            .and_then(Value::as_str)
+            .context("an index entry has no digest")?;
+        let d = parse_digest(d, "an image index entry's digest")?;
         let (_, v) = src.manifest(&d)?;
         return from_manifest(src, v, architecture, store, depth + 1);
     }
-    let config_digest = digest_at(&manifest, "/config/digest", "the manifest's config digest")?;
+    let config_digest = manifest
+        .pointer("/config/digest")
+        .and_then(Value::as_str)
+        .context("the manifest has no config digest")?;
+    let config_digest = parse_digest(config_digest, "the manifest's config digest")?;
     let (_, config) = src.json(&config_digest)?;
     let diff_ids = diff_ids(&config)?;
     let descs = manifest
@@ -374,11 +372,11 @@ fn from_manifest(
     let mut layers = Vec::new();
     let mut shape = crate::oci::flatten::Tree::shape();
     for (i, (desc, diff)) in descs.iter().zip(&diff_ids).enumerate() {
-        let d = digest_at(
-            desc,
-            "/digest",
-            &format!("the manifest's digest of layer {}", i + 1),
-        )?;
+        let d = desc
+            .get("digest")
+            .and_then(Value::as_str)
+            .context("a layer has no digest")?;
+        let d = parse_digest(d, &format!("the manifest's digest of layer {}", i + 1))?;
         let what = format!("base layer {} ({d})", i + 1);
         let media_type = desc
             .get("mediaType")
@@ -520,5 +518,76 @@ mod tests {
         assert!(e.contains("by tag") && e.contains("digest"), "{e}");
         assert!(BaseRef::parse("x/y@sha256:abc", d).is_err());
         assert!(BaseRef::parse("oci:", d).is_err());
+    }
+
+    /// Blobs served from memory.
+    struct Memory(std::collections::HashMap<Digest, Vec<u8>>);
+
+    impl Blobs for Memory {
+        fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
+            let b = self.0.get(digest).context("no such blob")?;
+            Ok(Box::new(b.as_slice()))
+        }
+    }
+
+    #[test]
+    fn malformed_digests_are_refused_where_they_enter_naming_where() {
+        let d = Path::new("/pkg");
+        let long = format!("x/y@sha256:{}", "f".repeat(5000));
+        let e = BaseRef::parse(&long, d).unwrap_err();
+        assert!(e.contains("not a sha256 digest") && e.len() < 200, "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let good = Digest::of(b"layer");
+        let config = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [good]}});
+        let config_bytes = serde_json::to_vec(&config).unwrap();
+        let config_digest = Digest::of(&config_bytes);
+        let src = Memory(
+            [(config_digest.clone(), config_bytes)]
+                .into_iter()
+                .collect(),
+        );
+        let manifest = |config: &str, layer: &str| {
+            serde_json::json!({
+                "config": {"digest": config},
+                "layers": [{"digest": layer, "mediaType": crate::oci::layer::MEDIA_TYPE_GZIP}],
+            })
+        };
+        let load = |m: Value| {
+            format!(
+                "{:#}",
+                from_manifest(&src, m, "amd64", &store, 0).err().unwrap()
+            )
+        };
+        let junk = format!("sha256:{}", "Q".repeat(3000));
+        let e = load(manifest(&junk, good.as_str()));
+        assert!(
+            e.contains("the manifest's config digest") && e.len() < 300,
+            "{e}"
+        );
+        let e = load(manifest(config_digest.as_str(), "sha256:abc"));
+        assert!(
+            e.contains("digest of layer 1") && e.contains("sha256:abc"),
+            "{e}"
+        );
+        let e = load(serde_json::json!({"manifests": [{"digest": junk}]}));
+        assert!(e.contains("image index entry") && e.len() < 300, "{e}");
+
+        let config = serde_json::json!({"rootfs": {"diff_ids": [good, "md5:1"]}});
+        let e = format!("{:#}", diff_ids(&config).unwrap_err());
+        assert!(e.contains("diff_id 2") && e.contains("md5:1"), "{e}");
+
+        let index = serde_json::json!({"manifests": [{"digest": "sha256:../../etc"}]});
+        let e = from_index(
+            &src,
+            &serde_json::to_vec(&index).unwrap(),
+            None,
+            "amd64",
+            &store,
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("index.json"), "{e:#}");
     }
 }

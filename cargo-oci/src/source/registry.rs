@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{Blobs, MAX_JSON};
 use crate::oci::digest::Digest;
 use crate::oci::reference::ImageName;
-use crate::oci::store::{digest_of, Store};
+use crate::oci::store::Store;
 use crate::registry::auth::{self, Credential, Secret};
 use crate::registry::{Client, ClientOptions};
 
@@ -86,7 +86,7 @@ impl<'a> Source<'a> {
         if bytes.len() as u64 > MAX_JSON {
             bail!("{digest} is larger than {MAX_JSON} bytes: not a manifest or config");
         }
-        let got = digest_of(&bytes);
+        let got = Digest::of(&bytes);
         if got != *digest {
             bail!("the registry sent {got} for {digest}: refusing it");
         }
