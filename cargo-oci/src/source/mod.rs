@@ -177,7 +177,11 @@ trait Blobs {
 fn check_digest(d: &str) -> Result<()> {
     let hex = d.strip_prefix("sha256:").unwrap_or("");
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("`{d}` is not a sha256 digest");
+        // Not quoted: the text may come from a file that is not an image at all.
+        bail!(
+            "a digest of {} characters is not a sha256 digest (`sha256:` and 64 hex digits)",
+            d.len()
+        );
     }
     Ok(())
 }
@@ -192,7 +196,26 @@ struct LayoutDir(PathBuf);
 impl Blobs for LayoutDir {
     fn open(&self, digest: &str) -> Result<Box<dyn Read + '_>> {
         let p = self.0.join(blob_name(digest)?);
-        Ok(Box::new(std::fs::File::open(&p).with_context(|| {
+        // A blob that is a link is read only when it stays inside the layout (layouts may link
+        // identical blobs); one that leads elsewhere (`/etc/shadow`, another user's file) is
+        // refused before a byte of it is read.
+        let real = p
+            .canonicalize()
+            .with_context(|| format!("cannot read blob {}", p.display()))?;
+        let root = self
+            .0
+            .canonicalize()
+            .with_context(|| format!("cannot read {}", self.0.display()))?;
+        if !real.starts_with(&root) {
+            return Err(UsageError::new(format!(
+                "blob {} is a link to a file outside the layout {}: refusing to read it",
+                p.display(),
+                self.0.display()
+            ))
+            .hint("a layout's blobs must be its own files (`skopeo copy` writes such a layout)")
+            .into());
+        }
+        Ok(Box::new(std::fs::File::open(&real).with_context(|| {
             format!("cannot read blob {}", p.display())
         })?))
     }
@@ -277,7 +300,11 @@ fn open_archive(file: &Path, base: &BaseRef) -> Result<archive::Archive> {
         .hint("check the path in `from`; relative paths start at the package's directory")
         .into());
     }
-    archive::Archive::open(file)
+    archive::Archive::open(file).map_err(|e| {
+        UsageError::new(format!("base image {base}: {e:#}"))
+            .hint("`from` names an image archive: a `docker save` or `skopeo copy` output")
+            .into()
+    })
 }
 
 /// Picks a manifest from an `index.json`: by `ref.name` (or its tag), else the only image.
