@@ -195,3 +195,36 @@ fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_failed_build_says_what_cargo_and_rustc_said() {
+        let status = std::process::ExitStatus::from_raw(101 << 8);
+        let dir = Path::new("/t/oci/.helper/target");
+        let full = build_failure(
+            "x86_64-unknown-linux-gnu",
+            dir,
+            status,
+            "error: failed to write: No space left on device (os error 28)",
+        );
+        assert!(
+            full.contains("no space left on device") && full.contains("/t/oci/.helper/target"),
+            "{full}"
+        );
+        assert!(!full.contains("rustup"), "{full}");
+        let missing = build_failure(
+            "x86_64-unknown-linux-gnu",
+            dir,
+            status,
+            "error[E0463]: can't find crate for `std`\n  = note: the `x86_64-unknown-linux-gnu` target may not be installed",
+        );
+        assert!(
+            missing.contains("rustup target add x86_64-unknown-linux-gnu"),
+            "{missing}"
+        );
+    }
+}
