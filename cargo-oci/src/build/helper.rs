@@ -47,7 +47,11 @@ pub fn ensure(
     package_dir: &Path,
     report: &Reporter,
 ) -> Result<PathBuf> {
-    let root = target_dir.join("oci").join(".helper");
+    // Absolute: cargo runs in the package's directory, not in ours.
+    let root = std::path::absolute(target_dir)
+        .with_context(|| format!("cannot find {}", target_dir.display()))?
+        .join("oci")
+        .join(".helper");
     let mut h = Sha256::new();
     for part in [
         SOURCE,
@@ -89,7 +93,7 @@ pub fn ensure(
     write_if_changed(&src.join("Cargo.toml"), MANIFEST)?;
     write_if_changed(&src.join("main.rs"), SOURCE)?;
     let build_dir = root.join("target");
-    let status = Command::new(cargo_program())
+    let out = Command::new(cargo_program())
         .args([
             "build",
             "--quiet",
@@ -104,19 +108,28 @@ pub fn ensure(
         .current_dir(package_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .context("could not run cargo to build the contract helper")?;
-    if !status.success() {
-        bail!(
-            "building the contract helper for {target} failed ({status}); is the target installed (`rustup target add {target}`)?"
-        );
+    // Cargo's own messages are shown as they are; what follows says what they mean.
+    let cargo_said = String::from_utf8_lossy(&out.stderr);
+    eprint!("{cargo_said}");
+    if !out.status.success() {
+        bail!(build_failure(target, &build_dir, out.status, &cargo_said));
     }
     // Builds running at the same time may both get here: each copies to a file of its own, and
     // the last rename wins (the contents are the same). The digest is recorded first, so that
     // a helper is never in place without its record.
     let tmp = store::unique_temp_path(&root.join("bin"), "helper")?;
-    std::fs::copy(&built, &tmp).with_context(|| format!("cannot copy {}", built.display()))?;
+    if let Err(e) = std::fs::copy(&built, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        let e = anyhow::Error::from(e).context(format!("cannot copy {}", built.display()));
+        return Err(crate::util::fs::explain_disk_full(
+            e,
+            &root.join("bin"),
+            &cached,
+        ));
+    }
     let digest =
         store::file_digest(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?;
     crate::util::fs::write_atomic(&recorded, |w| Ok(w.write_all(digest.as_str().as_bytes())?))?;
@@ -125,10 +138,93 @@ pub fn ensure(
     Ok(cached)
 }
 
+/// Why the helper's build failed, from what cargo and rustc said: a full disk (naming the
+/// directory), a target that is not installed (with the `rustup` line to install it), or else
+/// the exit status with cargo's messages above it.
+fn build_failure(
+    target: &str,
+    build_dir: &Path,
+    status: std::process::ExitStatus,
+    cargo_said: &str,
+) -> String {
+    let what = format!("building the contract helper for {target} failed ({status})");
+    if cargo_said.contains("No space left on device")
+        || cargo_said.contains("os error 28")
+        || cargo_said.contains("Disk quota exceeded")
+    {
+        return format!(
+            "{what}: the disk holding {} is full (no space left on device)\n  help: free some \
+             space there (`df -h {}` shows it), or run `cargo oci clean`",
+            build_dir.display(),
+            build_dir.display()
+        );
+    }
+    let missing = cargo_said.contains("target may not be installed")
+        || cargo_said.contains("can't find crate for `std`")
+        || cargo_said.contains("can't find crate for `core`")
+        || target_not_installed(target);
+    if missing {
+        return format!(
+            "{what}: the standard library for {target} is not installed\n  help: install it \
+             with `rustup target add {target}`"
+        );
+    }
+    format!("{what}; cargo's messages are above")
+}
+
+/// Whether rustup says `target` is not installed (false when there is no rustup to ask).
+fn target_not_installed(target: &str) -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| {
+            !String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == target)
+        })
+}
+
 /// Replaces `path` in one rename, so that a build running beside this one never reads half a file.
 fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
         crate::util::fs::write_atomic(path, |w| Ok(w.write_all(text.as_bytes())?))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_failed_build_says_what_cargo_and_rustc_said() {
+        let status = std::process::ExitStatus::from_raw(101 << 8);
+        let dir = Path::new("/t/oci/.helper/target");
+        let full = build_failure(
+            "x86_64-unknown-linux-gnu",
+            dir,
+            status,
+            "error: failed to write: No space left on device (os error 28)",
+        );
+        assert!(
+            full.contains("no space left on device") && full.contains("/t/oci/.helper/target"),
+            "{full}"
+        );
+        assert!(!full.contains("rustup"), "{full}");
+        let missing = build_failure(
+            "x86_64-unknown-linux-gnu",
+            dir,
+            status,
+            "error[E0463]: can't find crate for `std`\n  = note: the `x86_64-unknown-linux-gnu` target may not be installed",
+        );
+        assert!(
+            missing.contains("rustup target add x86_64-unknown-linux-gnu"),
+            "{missing}"
+        );
+    }
 }

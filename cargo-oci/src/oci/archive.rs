@@ -33,8 +33,15 @@ impl Archive {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut members = BTreeMap::new();
         let mut links = BTreeMap::new();
-        let not_tar =
-            |e: io::Error| anyhow::anyhow!("{} is not a readable tar archive: {e}", path.display());
+        // Never quote the tar crate's message: for a file that is not a tar it holds bytes of
+        // the file.
+        let not_tar = |e: io::Error| {
+            anyhow::anyhow!(
+                "{} is not a readable tar archive: {}",
+                path.display(),
+                untrusted::io_error_text(&e)
+            )
+        };
         {
             let mut ar = tar::Archive::new(&file);
             let entries = ar.entries_with_seek().map_err(not_tar)?;

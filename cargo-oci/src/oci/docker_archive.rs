@@ -40,8 +40,21 @@ pub fn read_manifest(ar: &Archive) -> Result<Vec<Entry>, String> {
     let bytes = ar
         .read_member("manifest.json", MAX_MANIFEST)
         .map_err(|e| format!("manifest.json: {e:#}"))?;
-    let entries: Vec<Entry> =
-        serde_json::from_slice(&bytes).map_err(|e| format!("manifest.json: {e}"))?;
+    // serde's messages can quote the document (`invalid type: string "…"`): say where only.
+    let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => {
+                "is not a list of images (Config, Layers, RepoTags)"
+            }
+            serde_json::error::Category::Eof => "ends too early",
+            _ => "is not JSON",
+        };
+        format!(
+            "manifest.json {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
     for e in &entries {
         for m in std::iter::once(&e.config).chain(&e.layers) {
             if !ar.contains(m) {

@@ -110,10 +110,14 @@ impl Tree {
         let mut added: Vec<String> = Vec::new();
         for entry in ar
             .entries()
-            .with_context(|| format!("{what} is not a tar"))?
+            .map_err(|e| anyhow::anyhow!("{what} is not a tar: {}", untrusted::io_error_text(&e)))?
         {
-            let mut entry =
-                entry.with_context(|| format!("{what}: a tar header cannot be read"))?;
+            let mut entry = entry.map_err(|e| {
+                anyhow::anyhow!(
+                    "{what}: a tar header cannot be read: {}",
+                    untrusted::io_error_text(&e)
+                )
+            })?;
             let path = untrusted::normalize(&entry.path_bytes())
                 .map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
             if path.is_empty() {

@@ -222,10 +222,17 @@ impl Store {
         io::copy(&mut r, &mut w).map_err(|e| {
             match e.get_ref().and_then(|i| i.downcast_ref::<Damaged>()) {
                 Some(d) => anyhow::Error::new(d.clone()),
-                None => anyhow::Error::new(e).context(format!("cannot write {}", dest.display())),
+                None => crate::util::fs::explain_disk_full(
+                    anyhow::Error::new(e).context(format!("cannot write {}", dest.display())),
+                    dir,
+                    dest,
+                ),
             }
         })?;
-        let tmp = w.into_inner().map_err(|e| e.into_error())?;
+        let tmp = w.into_inner().map_err(|e| {
+            let e = anyhow::Error::new(e.into_error());
+            crate::util::fs::explain_disk_full(e, dir, dest)
+        })?;
         tmp.persist(dest)
             .map_err(|e| e.error)
             .with_context(|| format!("cannot write {}", dest.display()))?;

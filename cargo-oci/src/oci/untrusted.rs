@@ -3,6 +3,18 @@
 //! place outside the tree it is read into. Hand-written because it is a few lines of policy, not
 //! parsing: the tar crate does the parsing.
 
+/// What went wrong reading a tar (or another format read from outside), in words that never
+/// quote the input: the tar crate's messages can hold bytes of a malformed header (a field's
+/// text, the name it was reading), which for a file that is not a tar at all means a piece of
+/// whatever the file holds. Errors of the system (permissions, I/O, a short file) are kept.
+pub fn io_error_text(e: &std::io::Error) -> String {
+    if e.raw_os_error().is_some() || e.kind() == std::io::ErrorKind::UnexpectedEof {
+        e.to_string()
+    } else {
+        "malformed data where a tar header should be".to_string()
+    }
+}
+
 /// The longest path accepted in a layer or an archive.
 pub const MAX_PATH: usize = 4096;
 

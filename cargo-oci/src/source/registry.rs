@@ -3,8 +3,9 @@
 //! retries and credentials). Manifests and indexes come from `/manifests/`, configs and layers
 //! from `/blobs/`; every document is size-capped and checked against its digest before use, and
 //! layers are checked by the caller as they stream in. The blob store is the cache: nothing
-//! already there is fetched again, and a build whose base is all in the store does not reach
-//! the registry at all.
+//! already there intact is fetched again (every cached blob is hashed before use; a damaged one
+//! is removed, fetched again and reported as a repair), and a build whose base is all in the
+//! store does not reach the registry at all.
 //!
 //! Credentials: `CARGO_OCI_REGISTRY_USER` / `CARGO_OCI_REGISTRY_PASSWORD`, else what `push`
 //! finds (containers' auth.json, Docker's config.json and its credential helpers), else
@@ -72,13 +73,43 @@ impl<'a> Source<'a> {
         Ok(self.client.get_or_init(|| client))
     }
 
+    /// Whether the store holds the blob `digest` intact. A damaged copy (bytes that do not hash to
+    /// its name: a disk error, an interrupted copy, a hand edit) is removed, so that it is
+    /// fetched again, and the repair is noted for the build's report.
+    fn cached(&self, digest: &Digest) -> bool {
+        if !self.store.contains(digest) {
+            return false;
+        }
+        let path = self.store.path(digest);
+        match crate::oci::store::file_digest(&path) {
+            Ok(got) if &got == digest => true,
+            found => {
+                let why = match found {
+                    Ok(got) => format!("its bytes hash to {got}"),
+                    Err(e) => format!("it cannot be read: {e}"),
+                };
+                let removed = std::fs::remove_file(&path).is_ok();
+                self.store.note_repair(format!(
+                    "base image blob {digest} in {} ({why}){}",
+                    self.store.root().display(),
+                    if removed {
+                        "; fetched again from the registry"
+                    } else {
+                        ""
+                    }
+                ));
+                false
+            }
+        }
+    }
+
     /// A JSON document by digest, from the store or else from `fetch`; checked and stored.
     fn document(
         &self,
         digest: &Digest,
         fetch: impl FnOnce(&Client) -> Result<Vec<u8>>,
     ) -> Result<(Vec<u8>, Value)> {
-        let bytes = if self.store.contains(digest) {
+        let bytes = if self.cached(digest) {
             std::fs::read(self.store.path(digest))?
         } else {
             fetch(self.client()?)?
@@ -98,7 +129,7 @@ impl<'a> Source<'a> {
 
 impl Blobs for Source<'_> {
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
-        if self.store.contains(digest) {
+        if self.cached(digest) {
             return Ok(Box::new(crate::oci::store::open(&self.store.path(digest))?));
         }
         Ok(Box::new(

@@ -26,13 +26,52 @@ pub fn write_atomic(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let mut w = io::BufWriter::new(tmp);
-    f(&mut w)?;
-    let tmp = w.into_inner().map_err(|e| e.into_error())?;
-    tmp.as_file().sync_all().ok();
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    // On any error the temporary file is dropped, and so removed.
+    let written = f(&mut w).and_then(|()| {
+        let tmp = w.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all().ok();
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    });
+    written.map_err(|e| explain_disk_full(e, dir, path))
+}
+
+/// `err` as it is, or, when the disk was full, with a first line saying so: where (`dir`), what
+/// was not written (`path`), and what to do.
+pub fn explain_disk_full(err: anyhow::Error, dir: &Path, path: &Path) -> anyhow::Error {
+    if is_disk_full(&err) {
+        let m = disk_full(dir, path);
+        err.context(m)
+    } else {
+        err
+    }
+}
+
+/// Whether an error, or any of its causes, is the system's "no space left on device" (or a
+/// quota exceeded).
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
+}
+
+/// The message of a write to `path`, in the directory `dir`, that found the disk full.
+pub fn disk_full(dir: &Path, path: &Path) -> String {
+    format!(
+        "the disk holding {} is full (no space left on device): {} was not written, and nothing \
+         half-written is left there\n  help: free some space there (`df -h {}` shows it), or \
+         write elsewhere",
+        dir.display(),
+        path.display(),
+        dir.display()
+    )
 }
 
 /// The mode a new file gets here (0666 less the umask), found once by making one.
