@@ -207,3 +207,37 @@ pub fn write_script(path: &Path, text: &str) {
         path.display()
     );
 }
+
+/// A private target directory under `tmp` holding a copy of the shared build's http-hello binary
+/// and contract helper cache, so that `--no-build` packages it without touching the shared
+/// target directory.
+pub fn private_target(tmp: &Path) -> PathBuf {
+    let b = built("http-hello");
+    assert!(b.layout.is_dir());
+    let shared = examples_target_dir();
+    let target = tmp.join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy(
+        shared.join("release/http-hello"),
+        target.join("release/http-hello"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
+    ok(Command::new("cp")
+        .arg("-r")
+        .arg(shared.join("oci/.helper/bin"))
+        .arg(target.join("oci/.helper/")));
+    target
+}
+
+/// A copy of the http-hello example at `dir` whose image goes on the base `from`.
+pub fn example_on_base(from: &str, dir: &Path) {
+    copy_example("http-hello", dir);
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            "[package.metadata.oci]\n",
+            &format!("[package.metadata.oci]\nfrom = \"{from}\"\n"),
+        );
+    std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+}

@@ -189,28 +189,8 @@ fn base_image(tmp: &Path, codec: &str) -> (Value, String) {
 fn http_hello_on(tmp: &Path, from: &str) -> (PathBuf, PathBuf) {
     built("http-hello");
     let dir = tmp.join("on-base");
-    copy_example("http-hello", &dir);
-    let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
-        .unwrap()
-        .replace(
-            "[package.metadata.oci]\n",
-            &format!("[package.metadata.oci]\nfrom = \"{from}\"\n"),
-        );
-    std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
-    let shared = examples_target_dir();
-    let target = tmp.join("target");
-    std::fs::create_dir_all(target.join("release")).unwrap();
-    std::fs::copy(
-        shared.join("release/http-hello"),
-        target.join("release/http-hello"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(shared.join("oci/.helper/bin"))
-        .arg(target.join("oci/.helper/")));
-    (dir, target)
+    example_on_base(from, &dir);
+    (dir.clone(), private_target(tmp))
 }
 
 #[test]

@@ -6,27 +6,6 @@ use std::process::Command;
 
 use cargo_oci_tests::*;
 
-/// A private target directory holding a copy of the built http-hello binary and of the contract
-/// helper cache, so that `--no-build` packages it without touching the shared target directory.
-fn private_target(tmp: &Path) -> PathBuf {
-    let b = built("http-hello");
-    let shared = examples_target_dir();
-    let target = tmp.join("target");
-    std::fs::create_dir_all(target.join("release")).unwrap();
-    std::fs::copy(
-        shared.join("release/http-hello"),
-        target.join("release/http-hello"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(shared.join("oci/.helper/bin"))
-        .arg(target.join("oci/.helper/")));
-    assert!(b.layout.is_dir());
-    target
-}
-
 fn build_json(target: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "build",

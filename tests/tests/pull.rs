@@ -27,14 +27,7 @@ impl App {
         built("http-hello");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("on-base");
-        copy_example("http-hello", &dir);
-        let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
-            .unwrap()
-            .replace(
-                "[package.metadata.oci]\n",
-                &format!("[package.metadata.oci]\nfrom = \"{from}\"\n"),
-            );
-        std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+        example_on_base(from, &dir);
         let target = tmp.path().join("target");
         std::fs::create_dir_all(target.join("release")).unwrap();
         std::fs::copy(

@@ -825,14 +825,7 @@ fn a_base_from_a_protected_registry_uses_the_push_credentials() {
     // A copy of http-hello built on that base, with a home of its own for credentials.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("on-protected");
-    copy_example("http-hello", &dir);
-    let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
-        .unwrap()
-        .replace(
-            "[package.metadata.oci]\n",
-            &format!("[package.metadata.oci]\nfrom = \"{from}\"\n"),
-        );
-    std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+    example_on_base(&from, &dir);
     let home = tmp.path().join("home");
     std::fs::create_dir_all(home.join(".docker")).unwrap();
     let build = |with_login: bool| {

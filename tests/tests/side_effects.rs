@@ -2,32 +2,12 @@
 //! leave no OCI layout in `target/oci/<name>` (the blob store `target/oci/.store` they build into
 //! is theirs to keep); `build` alone writes it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use cargo_oci_tests::registry::Registry;
 use cargo_oci_tests::*;
 use serde_json::Value;
-
-/// A target directory of its own holding the shared build's http-hello binary and contract
-/// helper, so that `--no-build` packages it without touching the shared target directory.
-fn private_target(tmp: &Path) -> PathBuf {
-    built("http-hello");
-    let shared = examples_target_dir();
-    let target = tmp.join("target");
-    std::fs::create_dir_all(target.join("release")).unwrap();
-    std::fs::copy(
-        shared.join("release/http-hello"),
-        target.join("release/http-hello"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(shared.join("oci/.helper/bin"))
-        .arg(target.join("oci/.helper/")));
-    target
-}
 
 /// `cargo oci ARGS --release --no-build --target-dir TARGET` on http-hello, with a home of its
 /// own (no credentials, no engine configuration from the developer's).
