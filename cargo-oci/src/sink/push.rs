@@ -6,7 +6,6 @@
 //! The registry protocol lives in [`crate::registry`]; this module decides what to send.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -424,12 +423,11 @@ impl KnownBlobs {
                 }
             }
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(&serde_json::to_vec(&merged)?)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let bytes = serde_json::to_vec(&merged)?;
+        crate::util::fs::write_atomic(path, |w| Ok(w.write_all(&bytes)?))
     }
 }
 
