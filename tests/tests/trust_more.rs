@@ -27,15 +27,9 @@ impl App {
         built("http-hello");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("app");
-        copy_example("http-hello", &dir);
-        if let Some(from) = from {
-            let toml = std::fs::read_to_string(dir.join("Cargo.toml"))
-                .unwrap()
-                .replace(
-                    "[package.metadata.oci]\n",
-                    &format!("[package.metadata.oci]\nfrom = \"{from}\"\n"),
-                );
-            std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+        match from {
+            Some(from) => example_on_base(from, &dir),
+            None => copy_example("http-hello", &dir),
         }
         let target = tmp.path().join("target");
         fill_target(&target, true);
