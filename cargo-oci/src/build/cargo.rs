@@ -17,7 +17,8 @@ use crate::util::error::UsageError;
 #[derive(Debug, Default, Clone)]
 pub struct CargoFlags {
     pub manifest_path: Option<PathBuf>,
-    pub target: Option<String>,
+    /// `--target`, repeated: one image per target.
+    pub targets: Vec<String>,
     pub release: bool,
     pub profile: Option<String>,
     pub features: Vec<String>,
@@ -63,7 +64,7 @@ impl CargoFlags {
         for bin in std::iter::once(&spec.build.bin).chain(&spec.probe_bins()) {
             cmd.args(["--bin", bin]);
         }
-        if let Some(t) = &self.target {
+        for t in &self.targets {
             cmd.args(["--target", t]);
         }
         if let Some(p) = &self.profile {
@@ -95,8 +96,9 @@ impl CargoFlags {
     }
 }
 
-/// Builds the spec's binary with the user's cargo and returns the executable.
-pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
+/// Builds the spec's binary with the user's cargo, for every target of `flags` in one cargo
+/// run, and returns the executables: one [`Artifact`] per target (one when no target is named).
+pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Vec<Artifact>> {
     let mut cmd = Command::new(cargo_program());
     cmd.arg("build")
         .arg("--message-format=json-render-diagnostics");
@@ -110,13 +112,16 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
         .context("could not start cargo (is it on PATH, or is $CARGO right?)")?;
     let stdout = child.stdout.take().context("cargo's stdout is not piped")?;
 
+    // (target directory part, binary name) -> executable
     let mut found = std::collections::BTreeMap::new();
     for msg in Message::parse_stream(BufReader::new(stdout)) {
         let msg = msg.context("could not read cargo's output")?;
         if let Message::CompilerArtifact(a) = msg {
             if a.target.kind.contains(&TargetKind::Bin) {
                 if let Some(exe) = a.executable {
-                    found.insert(a.target.name.clone(), exe.into_std_path_buf());
+                    let exe = exe.into_std_path_buf();
+                    let triple = target_part(flags, &exe);
+                    found.insert((triple, a.target.name.clone()), exe);
                 }
             }
         }
@@ -125,27 +130,78 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     if !status.success() {
         bail!("cargo build failed ({status}); see its messages above");
     }
-    let mut take = |bin: &String| {
-        found
-            .remove(bin)
-            .with_context(|| format!("cargo built no executable for binary `{bin}`"))
+    let wanted: Vec<Option<String>> = if flags.targets.is_empty() {
+        vec![None]
+    } else {
+        flags.targets.iter().cloned().map(Some).collect()
     };
-    let path = take(&spec.build.bin)?;
-    let extra = spec
-        .probe_bins()
-        .iter()
-        .map(|b| Ok((b.clone(), take(b)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let target = target_of(flags, spec, &path)?;
-    Ok(Artifact {
-        path,
-        target,
-        extra,
-    })
+    wanted
+        .into_iter()
+        .map(|t| {
+            let mut take = |bin: &String| {
+                // Without --target, cargo may still put it under a triple (`build.target`).
+                let key = found
+                    .keys()
+                    .find(|(tt, b)| b == bin && (t.is_none() || *tt == t))
+                    .cloned();
+                key.and_then(|k| found.remove(&k)).with_context(|| {
+                    format!(
+                        "cargo built no executable for binary `{bin}`{}",
+                        t.as_deref()
+                            .map(|t| format!(" for {t}"))
+                            .unwrap_or_default()
+                    )
+                })
+            };
+            let path = take(&spec.build.bin)?;
+            let extra = spec
+                .probe_bins()
+                .iter()
+                .map(|b| Ok((b.clone(), take(b)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let target = match t {
+                Some(t) => t,
+                None => target_of(flags, spec, &path)?,
+            };
+            Ok(Artifact {
+                path,
+                target,
+                extra,
+            })
+        })
+        .collect()
 }
 
-/// Finds what an earlier `cargo build` left in the target directory (`--no-build`).
-pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
+/// The triple directory an executable was built under (`<target-dir>/<triple>/<profile>/x`),
+/// when `--target` was given.
+fn target_part(flags: &CargoFlags, exe: &Path) -> Option<String> {
+    if flags.targets.is_empty() {
+        return None;
+    }
+    let name = exe.parent()?.parent()?.file_name()?.to_str()?;
+    flags.targets.iter().find(|t| *t == name).cloned()
+}
+
+/// Finds what an earlier `cargo build` left in the target directory (`--no-build`): one
+/// [`Artifact`] per target of `flags` (one when no target is named).
+pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Vec<Artifact>> {
+    if flags.targets.len() <= 1 {
+        return Ok(vec![existing_one(flags, spec)?]);
+    }
+    flags
+        .targets
+        .iter()
+        .map(|t| {
+            let one = CargoFlags {
+                targets: vec![t.clone()],
+                ..flags.clone()
+            };
+            existing_one(&one, spec)
+        })
+        .collect()
+}
+
+fn existing_one(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     let path = existing_bin(flags, spec, &spec.build.bin)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut extra = Vec::new();
@@ -180,7 +236,7 @@ fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathB
         other => other,
     };
     let mut candidates = Vec::new();
-    match &flags.target {
+    match flags.targets.first() {
         Some(t) => candidates.push(target_dir.join(t).join(profile_dir).join(bin)),
         None => {
             candidates.push(target_dir.join(profile_dir).join(bin));
@@ -211,7 +267,7 @@ fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathB
 
 /// The target triple of an artifact: `--target`, else the directory cargo put it under, else the host.
 fn target_of(flags: &CargoFlags, spec: &ImageSpec, exe: &Path) -> Result<String> {
-    if let Some(t) = &flags.target {
+    if let Some(t) = flags.targets.first() {
         return Ok(t.clone());
     }
     // <target-dir>/<triple>/<profile>/<bin> when a target was chosen (flag or .cargo/config.toml)

@@ -11,10 +11,11 @@ use crate::build::cargo::{self, Artifact, CargoFlags};
 use crate::build::closure::{self, Closure, ClosureOptions, Executable};
 use crate::build::layer_cache::LayerCache;
 use crate::build::plan::{self, CA_BUNDLE};
-use crate::build::tools;
+use crate::build::{target, tools};
 use crate::config::{self, ImageSpec, Selection};
 use crate::oci::compress::{Codec, Compression};
 use crate::oci::image::{Image, Platform};
+use crate::oci::index::Index;
 use crate::oci::store::Store;
 use crate::registry::ClientOptions;
 use crate::util::error::UsageError;
@@ -32,6 +33,8 @@ pub struct BuildRequest {
     pub compression: Codec,
     /// How a registry holding the base image is reached (`--ca-file`, `--insecure-registry`).
     pub registry: ClientOptions,
+    /// `--platform`: OCI platforms to build for (glibc targets), unless `--target` names some.
+    pub platforms: Vec<String>,
 }
 
 /// The configuration of a build, read before anything is built.
@@ -40,6 +43,12 @@ pub struct Configured {
     pub spec: ImageSpec,
     /// The target directory in use.
     pub target_dir: PathBuf,
+    /// The Rust targets, one image each (`--target`, `--platform`, `platforms`); empty: one
+    /// image for cargo's default target.
+    pub targets: Vec<String>,
+    /// The platform a sink that takes one image delivers: the one `--platform` names, else the
+    /// host's when built, else the first.
+    pub pick: Option<String>,
 }
 
 impl Configured {
@@ -56,25 +65,70 @@ impl Configured {
     }
 }
 
-/// The result of a build: the images in the store and the records of how they were made.
+/// The image of one platform and the records of how it was made.
 #[derive(Debug, Clone)]
-pub struct Built {
+pub struct PlatformBuilt {
+    /// The Rust target it was built for.
+    pub target: String,
     pub image: Image,
     /// The debug variant, when built.
     pub debug: Option<Image>,
     pub closure: Closure,
     /// What each layer holds (the debug variant's layer included), for `cargo oci inspect`.
     pub plan: plan::Plan,
-    /// The store holding every blob of the images.
-    pub store: Store,
 }
 
-impl Built {
+impl PlatformBuilt {
     /// The image, then its debug variant when there is one.
     pub fn images(&self) -> Vec<&Image> {
         std::iter::once(&self.image)
             .chain(self.debug.as_ref())
             .collect()
+    }
+}
+
+/// The result of a build: one image per platform in the store, and with several platforms the
+/// index of them (and of their debug variants).
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub platforms: Vec<PlatformBuilt>,
+    /// The index, then the debug variants' index, when more than one platform was built.
+    pub index: Option<(Index, Option<Index>)>,
+    /// Which platform single-image sinks take (see [`Configured::pick`]).
+    pub pick: usize,
+    /// The store holding every blob of the images.
+    pub store: Store,
+}
+
+impl Built {
+    /// The platform single-image sinks take.
+    pub fn primary(&self) -> &PlatformBuilt {
+        &self.platforms[self.pick]
+    }
+
+    /// What a single-image sink takes: the picked platform's image and debug variant, named
+    /// and tagged as the index is when there is one.
+    pub fn images(&self) -> Vec<Image> {
+        let p = self.primary();
+        match &self.index {
+            None => p.images().into_iter().cloned().collect(),
+            Some((index, debug)) => {
+                let platform = crate::oci::index::platform_of(&p.image);
+                index
+                    .image_for(&platform)
+                    .into_iter()
+                    .chain(debug.as_ref().and_then(|d| d.image_for(&platform)))
+                    .collect()
+            }
+        }
+    }
+
+    /// The indexes (the image's, then the debug variant's), when there are.
+    pub fn indexes(&self) -> Vec<&Index> {
+        match &self.index {
+            None => Vec::new(),
+            Some((i, d)) => std::iter::once(i).chain(d.as_ref()).collect(),
+        }
     }
 }
 
@@ -101,33 +155,160 @@ pub fn configure(req: &BuildRequest) -> Result<Configured> {
     }
     // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
     cargo::prefetch_rustc_version(&spec.build.package_dir);
+    let (targets, pick) = targets(req, &spec)?;
+    if !targets.is_empty() {
+        let host = cargo::host_triple(&spec.build.package_dir)?;
+        for t in &targets {
+            target::prepare(t, &host, &spec.build.package_dir)?;
+        }
+    }
     let target_dir = req
         .cargo
         .target_dir
         .clone()
         .unwrap_or_else(|| spec.build.target_directory.clone());
-    Ok(Configured { spec, target_dir })
+    Ok(Configured {
+        spec,
+        target_dir,
+        targets,
+        pick,
+    })
 }
 
-/// Builds the binary and assembles the images into the store.
-pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<Built> {
-    let Configured { spec, target_dir } = conf;
-    let artifact = if req.no_build {
-        cargo::existing(&req.cargo, &spec)?
+/// The Rust targets to build (`--target`, else `--platform`, else `platforms` in the metadata),
+/// each once, and the platform single-image sinks take when `--platform` names one of several.
+fn targets(req: &BuildRequest, spec: &ImageSpec) -> Result<(Vec<String>, Option<String>)> {
+    let mut from_platform = Vec::new();
+    for p in &req.platforms {
+        let t = crate::oci::platform::rust_target(p, false).ok_or_else(|| {
+            UsageError::new(format!(
+                "--platform {p}: not a platform cargo-oci can build for"
+            ))
+            .hint(format!(
+                "use one or more of {} (comma-separated); for musl, name the targets with --target",
+                crate::oci::platform::known_platforms().join(", ")
+            ))
+        })?;
+        from_platform.push(t);
+    }
+    let mut targets = if !req.cargo.targets.is_empty() {
+        req.cargo.targets.clone()
+    } else if !from_platform.is_empty() {
+        from_platform.clone()
     } else {
-        cargo::build(&req.cargo, &spec)?
+        spec.targets.clone()
     };
-    report.status(
-        "Packaging",
-        &format!("{} ({})", spec.name, artifact.path.display()),
-    );
-    let (image, debug, closure, plan) = assemble(&spec, &artifact, &target_dir, req, report)?;
+    let mut seen = std::collections::BTreeSet::new();
+    targets.retain(|t| seen.insert(t.clone()));
+    for t in &targets {
+        target::arch_of(t)?;
+    }
+    // Two targets of one architecture (gnu and musl) would make two entries of one platform.
+    let mut arches = std::collections::BTreeSet::new();
+    for t in &targets {
+        let arch = target::arch_of(t)?.machine;
+        if !arches.insert(arch) {
+            return Err(UsageError::new(format!(
+                "two targets for the same platform: {}",
+                targets.join(", ")
+            ))
+            .hint("an index holds one image per platform: name one target per architecture")
+            .into());
+        }
+    }
+    // `--target` with `--platform`: the platform picks among the targets.
+    let pick = match (req.cargo.targets.is_empty(), req.platforms.as_slice()) {
+        (false, [p]) => Some(p.clone()),
+        _ => None,
+    };
+    Ok((targets, pick))
+}
+
+/// Builds the binary (for every target, in one cargo run) and assembles the images into the
+/// store: one per target, and their index when there are several.
+pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<Built> {
+    let Configured {
+        spec,
+        target_dir,
+        targets,
+        pick,
+    } = conf;
+    let flags = CargoFlags {
+        targets: targets.clone(),
+        ..req.cargo.clone()
+    };
+    let artifacts = if req.no_build {
+        cargo::existing(&flags, &spec)?
+    } else {
+        cargo::build(&flags, &spec)?
+    };
+    let mut platforms = Vec::new();
+    for artifact in &artifacts {
+        report.status(
+            "Packaging",
+            &format!(
+                "{} for {} ({})",
+                spec.name,
+                artifact.target,
+                artifact.path.display()
+            ),
+        );
+        let (image, debug, closure, plan) = assemble(&spec, artifact, &target_dir, req, report)?;
+        platforms.push(PlatformBuilt {
+            target: artifact.target.clone(),
+            image,
+            debug,
+            closure,
+            plan,
+        });
+    }
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let index = if platforms.len() > 1 {
+        let images = platforms.iter().map(|p| p.image.clone()).collect();
+        let index = Index::make(&store, images, &spec.tags, None)?;
+        let debug = match platforms
+            .iter()
+            .map(|p| p.debug.clone())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(d) => {
+                let tags = index.tags.iter().map(|t| format!("{t}-debug")).collect();
+                Some(Index::make(&store, d, &[], Some(tags))?)
+            }
+            None => None,
+        };
+        report.detail(&format!(
+            "index {} of {}",
+            index.blob.digest,
+            index.platforms().join(", ")
+        ));
+        Some((index, debug))
+    } else {
+        None
+    };
+    let host = cargo::host_triple(&spec.build.package_dir)?;
+    let host_arch = target::arch_of(&host).ok().map(|a| a.machine);
+    let pick = match &pick {
+        Some(p) => {
+            let arch = p.strip_prefix("linux/").unwrap_or(p);
+            let arch = arch.split('/').next().unwrap_or(arch);
+            platforms
+                .iter()
+                .position(|b| b.image.architecture == arch)
+                .ok_or_else(|| {
+                    UsageError::new(format!("--platform {p} is not one of the targets built"))
+                        .hint("name a --platform that one of the --target options builds")
+                })?
+        }
+        None => platforms
+            .iter()
+            .position(|b| target::arch_of(&b.target).ok().map(|a| a.machine) == host_arch)
+            .unwrap_or(0),
+    };
     Ok(Built {
-        image,
-        debug,
-        closure,
-        plan,
+        platforms,
+        index,
+        pick,
         store,
     })
 }
@@ -148,9 +329,18 @@ fn assemble(
         &spec.build.package_dir,
         report,
     )?;
+    // The target's file system, where its libraries and programs are found; a static program
+    // needs none.
+    let host = cargo::host_triple(&spec.build.package_dir)?;
+    let sysroot = if info.is_static && spec.runtime_inputs.is_empty() && spec.debug.is_none() {
+        PathBuf::from("/")
+    } else {
+        target::sysroot(&artifact.target, &host)?
+    };
     let runtime_inputs = tools::runtime_inputs(
         &spec.runtime_inputs,
         info.machine,
+        &sysroot,
         &spec.build.package_dir,
         &spec.build.manifest_path,
     )?;
@@ -194,14 +384,44 @@ fn assemble(
     executables.extend(runtime_inputs.iter().filter_map(tools::Program::executable));
     let opts = ClosureOptions {
         extra_libs: spec.extra_libs.clone(),
-        ..ClosureOptions::default()
+        ..ClosureOptions::new(&sysroot)
     };
-    let closure = closure::resolve(&executables, &opts)?;
+    let foreign = artifact.target != host;
+    let explain = |e: closure::ClosureError| -> anyhow::Error {
+        match &e {
+            closure::ClosureError::LibraryNotFound {
+                name,
+                needed_by,
+                searched,
+            } if foreign => target::missing_library(
+                name,
+                needed_by,
+                searched,
+                &artifact.target,
+                crate::oci::platform::ElfArch {
+                    machine: info.machine,
+                    class64: info.class64,
+                    little_endian: info.little_endian,
+                },
+                &sysroot,
+            )
+            .into(),
+            _ => e.into(),
+        }
+    };
+    let closure = closure::resolve(&executables, &opts).map_err(explain)?;
 
     let debug_tools = spec
         .debug
         .as_ref()
-        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine, &spec.build.manifest_path))
+        .map(|d| {
+            tools::debug_tools(
+                d.inputs.as_deref(),
+                info.machine,
+                &sysroot,
+                &spec.build.manifest_path,
+            )
+        })
         .transpose()?;
     let debug_closure = match &debug_tools {
         Some(t) => {
@@ -210,7 +430,7 @@ fn assemble(
                 .iter()
                 .filter_map(tools::Program::executable)
                 .collect();
-            let mut c = closure::resolve(&exes, &ClosureOptions::default())?;
+            let mut c = closure::resolve(&exes, &ClosureOptions::new(&sysroot)).map_err(explain)?;
             c.objects
                 .retain(|o| !closure.objects.iter().any(|s| s.image_path == o.image_path));
             Some(c)

@@ -51,6 +51,35 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
+/// Looks a program up in the target's file system at `sysroot`: on the host's PATH when that is
+/// `/`, else in the sysroot's `bin` and `sbin` directories (a path is taken inside the sysroot
+/// when it is there, else as it is).
+pub fn which_in(name: &str, sysroot: &Path) -> Option<PathBuf> {
+    if sysroot == Path::new("/") {
+        return which(name);
+    }
+    if name.contains('/') {
+        let inside = sysroot.join(name.trim_start_matches('/'));
+        return if inside.is_file() {
+            Some(inside)
+        } else {
+            which(name)
+        };
+    }
+    ["usr/local/bin", "usr/bin", "bin", "usr/sbin", "sbin"]
+        .iter()
+        .map(|d| sysroot.join(d).join(name))
+        .find(|p| is_executable(p))
+}
+
+/// Where a program found in `sysroot` goes in the image: its path inside the sysroot.
+fn image_path_in(host: &Path, sysroot: &Path) -> String {
+    match host.strip_prefix(sysroot) {
+        Ok(rel) if sysroot != Path::new("/") => format!("/{}", rel.to_string_lossy()),
+        _ => host.to_string_lossy().into_owned(),
+    }
+}
+
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -66,13 +95,14 @@ pub const PACKAGE_INPUTS: &str = "/usr/local/bin";
 pub fn runtime_inputs(
     names: &[String],
     machine: u16,
+    sysroot: &Path,
     package_dir: &Path,
     manifest: &Path,
 ) -> Result<Vec<Program>, UsageError> {
     names
         .iter()
         .map(|n| {
-            let host = which(n).ok_or_else(|| {
+            let host = which_in(n, sysroot).ok_or_else(|| {
                 UsageError::new(format!("{}: `package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH", manifest.display()))
                     .hint("install it on the build host, or name it by its full path")
             })?;
@@ -80,7 +110,7 @@ pub fn runtime_inputs(
             let host = std::path::absolute(&host).unwrap_or(host);
             let image_path = match (host.strip_prefix(package_dir), host.file_name()) {
                 (Ok(_), Some(name)) => format!("{PACKAGE_INPUTS}/{}", name.to_string_lossy()),
-                _ => host.to_string_lossy().into_owned(),
+                _ => image_path_in(&host, sysroot),
             };
             program(host, image_path, machine, manifest, "runtime-inputs")
         })
@@ -101,7 +131,7 @@ fn program(
             host.display(),
             info.machine
         ))
-        .hint("name a program built for the image's architecture")),
+        .hint(format!("name a program built for the image's architecture by its path (e.g. from the target's sysroot), or set {} to a file system of that architecture", "CARGO_OCI_SYSROOT_<TARGET>"))),
         Ok(_) => Ok(Program { host_path: host, image_path, elf: true }),
         Err(closure::ClosureError::NotElf { .. }) => Ok(Program { host_path: host, image_path, elf: false }),
         Err(e) => Err(UsageError::new(format!("{}: `package.metadata.oci.{key}`: {e}", manifest.display()))
@@ -120,12 +150,26 @@ const COREUTILS: &[&str] = &[
 pub fn debug_tools(
     named: Option<&[String]>,
     machine: u16,
+    sysroot: &Path,
     manifest: &Path,
 ) -> Result<DebugTools, UsageError> {
+    let which = |n: &str| which_in(n, sysroot);
     let names: Vec<String> = match named {
         Some(n) => n.to_vec(),
-        None => match which("busybox").filter(|p| closure::inspect(p).is_ok_and(|i| i.is_static)) {
+        None => match which("busybox")
+            .filter(|p| closure::inspect(p).is_ok_and(|i| i.is_static && i.machine == machine))
+        {
             Some(_) => vec!["busybox".into()],
+            None if which("bash")
+                .is_some_and(|p| closure::inspect(&p).is_ok_and(|i| i.machine != machine)) =>
+            {
+                return Err(UsageError::new(format!(
+                    "{}: no debug tools for this architecture (ELF machine {machine}): the programs in {} are built for another",
+                    manifest.display(),
+                    sysroot.display()
+                ))
+                .hint(format!("name a busybox of the image's architecture by its path in `debug = {{ inputs = [\"/path/to/busybox\"] }}`, or set {} to a file system of that architecture", "CARGO_OCI_SYSROOT_<TARGET>")));
+            }
             None => {
                 let mut v = vec!["bash".to_string()];
                 v.extend(

@@ -133,9 +133,14 @@ pub struct CargoArgs {
     /// Path to Cargo.toml.
     #[arg(long, value_name = "PATH")]
     pub manifest_path: Option<PathBuf>,
-    /// Build for the target triple.
+    /// Build for the target triple; repeated, one image per target, joined in an OCI index.
     #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
+    /// Build for these OCI platforms (`linux/amd64,linux/arm64`), joined in an OCI index.
+    /// With one image output (load, --stream, docker-archive, bundle, export): the platform
+    /// it takes.
+    #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
+    pub platform: Vec<String>,
     /// Build with the release profile.
     #[arg(short, long)]
     pub release: bool,
@@ -220,6 +225,7 @@ impl ImageArgs {
             debug: self.debug,
             compression: self.compression,
             registry: self.registry.options(),
+            platforms: self.cargo.platform.clone(),
         }
     }
 }
@@ -319,7 +325,7 @@ impl CargoArgs {
     pub(super) fn flags(&self, common: &Common) -> CargoFlags {
         CargoFlags {
             manifest_path: self.manifest_path.clone(),
-            target: self.target.clone(),
+            targets: self.target.clone(),
             release: self.release,
             profile: self.profile.clone(),
             features: self.features.clone(),

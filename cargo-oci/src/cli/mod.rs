@@ -119,9 +119,9 @@ pub fn run(cli: Cli) -> Result<()> {
                         "reason": "image-loaded",
                         "runtime": runtime.program(),
                         "runtime_version": version,
-                        "name": built.image.name.full,
+                        "name": built.primary().image.name.full,
                         "references": references,
-                        "digest": built.image.manifest.digest,
+                        "digest": images.first().map(|i| i.manifest.digest.clone()),
                         "engine_output": said,
                     })
                 ),

@@ -54,10 +54,23 @@ pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter)
     }
 }
 
+/// One image of a build as the JSON result lists it.
+fn image_json(img: &crate::oci::image::Image) -> serde_json::Value {
+    json!({
+        "digest": img.manifest.digest,
+        "config_digest": img.config.digest,
+        "size": img.layers.iter().map(|l| l.blob.size).sum::<u64>(),
+        "architecture": img.architecture,
+        "layers": img.layers.iter().map(|l| json!({
+            "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
+            "diff_id": l.diff_id, "uncompressed_size": l.tar_size,
+            "media_type": l.media_type, "reused": l.reused,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter) {
     let b = &made.built;
-    let img = &b.image;
-    let size: u64 = img.layers.iter().map(|l| l.blob.size).sum();
     let (fmt, delivered) = match made.delivered.first() {
         Some((kind, d)) => (*kind, d.clone()),
         None => ("none", Delivered::Stdout),
@@ -67,43 +80,73 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
         _ => None,
     };
     let stream = matches!(delivered, Delivered::Stdout);
-    let pinned = format!("{}@{}", img.name, img.manifest.digest);
     if let Some(p) = &path {
         report.status("Finished", &format!("{fmt} image at {}", p.display()));
     }
-    let lines = match format {
-        MessageFormat::Json => vec![json!({
+    let lines = match (&b.index, format) {
+        (Some((index, debug)), MessageFormat::Json) => vec![json!({
             "reason": "image-built",
-            "name": img.name.full,
-            "tags": img.tags,
-            "references": img.references(),
-            "content_tag": img.content_tag,
-            "digest": img.manifest.digest,
-            "config_digest": img.config.digest,
+            "name": index.name.full,
+            "tags": index.tags,
+            "references": index.references(),
+            "content_tag": index.content_tag,
+            "digest": index.blob.digest,
+            "media_type": crate::oci::index::INDEX_MEDIA_TYPE,
             "format": fmt,
             "path": path,
-            "size": size,
-            "architecture": img.architecture,
-            "layers": img.layers.iter().map(|l| json!({
-                "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
-                "diff_id": l.diff_id, "uncompressed_size": l.tar_size,
-                "media_type": l.media_type, "reused": l.reused,
-            })).collect::<Vec<_>>(),
-            "debug": b.debug.as_ref().map(|d| json!({
+            "platforms": b.platforms.iter().map(|p| {
+                let mut v = image_json(&p.image);
+                v["platform"] = json!(crate::oci::index::platform_of(&p.image));
+                v["target"] = json!(p.target);
+                v
+            }).collect::<Vec<_>>(),
+            "debug": debug.as_ref().map(|d| json!({
                 "tags": d.tags,
                 "references": d.references(),
-                "digest": d.manifest.digest,
-                "config_digest": d.config.digest,
-                "layers": d.layers.iter().map(|l| json!({
-                    "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
-                })).collect::<Vec<_>>(),
+                "digest": d.blob.digest,
             })),
         })
         .to_string()],
-        MessageFormat::Human => {
-            let mut lines = img.references();
-            lines.extend(b.debug.iter().flat_map(|d| d.references()));
-            lines.push(pinned);
+        (Some((index, debug)), MessageFormat::Human) => {
+            let mut lines = index.references();
+            lines.extend(debug.iter().flat_map(|d| d.references()));
+            lines.push(format!("{}@{}", index.name, index.blob.digest));
+            lines
+        }
+        (None, MessageFormat::Json) => {
+            let p = b.primary();
+            let img = &p.image;
+            let mut v = image_json(img);
+            for (k, x) in [
+                ("reason", json!("image-built")),
+                ("name", json!(img.name.full)),
+                ("tags", json!(img.tags)),
+                ("references", json!(img.references())),
+                ("content_tag", json!(img.content_tag)),
+                ("format", json!(fmt)),
+                ("path", json!(path)),
+                (
+                    "debug",
+                    json!(p.debug.as_ref().map(|d| json!({
+                        "tags": d.tags,
+                        "references": d.references(),
+                        "digest": d.manifest.digest,
+                        "config_digest": d.config.digest,
+                        "layers": d.layers.iter().map(|l| json!({
+                            "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
+                        })).collect::<Vec<_>>(),
+                    }))),
+                ),
+            ] {
+                v[k] = x;
+            }
+            vec![v.to_string()]
+        }
+        (None, MessageFormat::Human) => {
+            let p = b.primary();
+            let mut lines = p.image.references();
+            lines.extend(p.debug.iter().flat_map(|d| d.references()));
+            lines.push(format!("{}@{}", p.image.name, p.image.manifest.digest));
             lines
         }
     };

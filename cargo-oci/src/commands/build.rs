@@ -26,10 +26,17 @@ pub fn build_and_deliver(
         sink.check()?;
     }
     let built = pipeline::build(req, conf, report)?;
-    let images = built.images();
+    let picked = built.images();
+    let picked: Vec<&crate::oci::image::Image> = picked.iter().collect();
+    let indexes = built.indexes();
     let mut delivered = Vec::new();
     for sink in &sinks {
-        delivered.push((sink.kind(), sink.deliver(&built.store, &images, report)?));
+        let done = if indexes.is_empty() {
+            sink.deliver(&built.store, &picked, report)?
+        } else {
+            sink.deliver_index(&built.store, &indexes, &picked, report)?
+        };
+        delivered.push((sink.kind(), done));
     }
     Ok(Made { built, delivered })
 }

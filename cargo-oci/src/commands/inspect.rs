@@ -11,16 +11,17 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::build::closure::{FoundVia, Object};
-use crate::build::pipeline::Built;
+use crate::build::pipeline::{Built, PlatformBuilt};
 use crate::build::plan::{Content, Entry};
 use crate::oci::image::Image;
 use crate::oci::layer::Layer;
+use crate::oci::store::Store;
 use crate::util::reporter::bytes;
 
 /// The image as one JSON object (`reason: "image-inspected"`).
-pub fn to_json(b: &Built) -> Result<Value> {
+fn one_json(b: &PlatformBuilt, store: &Store) -> Result<Value> {
     let img = &b.image;
-    let layers = layers(b)?
+    let layers = layers(b, store)?
         .iter()
         .map(|r| {
             json!({
@@ -65,7 +66,7 @@ struct Row<'a> {
 /// Every layer of the built images, bottom to top: the base image's layers (their files read
 /// from their tars), then the image's own, each with its plan; then the debug variant's own
 /// layer when there is one.
-fn layers(b: &Built) -> Result<Vec<Row<'_>>> {
+fn layers<'a>(b: &'a PlatformBuilt, store: &Store) -> Result<Vec<Row<'a>>> {
     let img = &b.image;
     let Some(base_count) = img.layers.len().checked_sub(b.plan.layers.len()) else {
         bail!(
@@ -77,7 +78,7 @@ fn layers(b: &Built) -> Result<Vec<Row<'_>>> {
     let mut rows = Vec::new();
     for (i, l) in img.layers[..base_count].iter().enumerate() {
         let tar = l
-            .open_tar(&b.store)
+            .open_tar(store)
             .with_context(|| format!("cannot read base layer {}", i + 1))?;
         rows.push(Row {
             layer: l,
@@ -253,7 +254,7 @@ fn why(o: &Object) -> String {
 }
 
 /// The human report.
-pub fn to_text(b: &Built) -> Result<String> {
+fn one_text(b: &PlatformBuilt, store: &Store) -> Result<String> {
     let img: &Image = &b.image;
     let mut s = String::new();
     let _ = writeln!(s, "image    {}@{}", img.name, img.manifest.digest);
@@ -269,7 +270,7 @@ pub fn to_text(b: &Built) -> Result<String> {
         img.architecture
     );
     let _ = writeln!(s, "\nlayers (bottom to top)");
-    let all = layers(b)?;
+    let all = layers(b, store)?;
     let label = |r: &Row| {
         if r.own {
             r.layer.role.clone()
@@ -332,6 +333,57 @@ pub fn to_text(b: &Built) -> Result<String> {
     }
     for o in &b.closure.objects {
         let _ = writeln!(s, "  {}\n      {}", o.image_path, why(o));
+    }
+    Ok(s)
+}
+
+/// The image as one JSON object (`reason: "image-inspected"`); a multi-platform image lists
+/// every platform's under `platforms`.
+pub fn to_json(b: &Built) -> Result<Value> {
+    let Some((index, debug)) = &b.index else {
+        return one_json(b.primary(), &b.store);
+    };
+    let platforms = b
+        .platforms
+        .iter()
+        .map(|p| {
+            let mut v = one_json(p, &b.store)?;
+            v["platform"] = json!(crate::oci::index::platform_of(&p.image));
+            v["target"] = json!(p.target);
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(json!({
+        "reason": "image-inspected",
+        "name": index.name.full,
+        "references": index.references(),
+        "digest": index.blob.digest,
+        "media_type": crate::oci::index::INDEX_MEDIA_TYPE,
+        "platforms": platforms,
+        "debug": debug.as_ref().map(|d| json!({
+            "references": d.references(),
+            "digest": d.blob.digest,
+        })),
+    }))
+}
+
+/// The human report; for a multi-platform image, the index, then every platform's report.
+pub fn to_text(b: &Built) -> Result<String> {
+    let Some((index, _)) = &b.index else {
+        return one_text(b.primary(), &b.store);
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "index    {}@{}", index.name, index.blob.digest);
+    let _ = writeln!(s, "tags     {}", index.tags.join(", "));
+    let _ = writeln!(s, "platforms {}", index.platforms().join(", "));
+    for p in &b.platforms {
+        let _ = writeln!(
+            s,
+            "\n=== platform {} ({}) ===",
+            crate::oci::index::platform_of(&p.image),
+            p.target
+        );
+        s.push_str(&one_text(p, &b.store)?);
     }
     Ok(s)
 }

@@ -39,6 +39,8 @@ pub struct RawOci {
     pub files: Option<Vec<RawFile>>,
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
+    /// OCI platforms (`linux/arm64`) or Rust targets (`aarch64-unknown-linux-musl`).
+    pub platforms: Option<Vec<String>>,
 }
 
 /// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
@@ -172,6 +174,7 @@ impl RawOci {
             files: self.files.or(defaults.files),
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
+            platforms: self.platforms.or(defaults.platforms),
         }
     }
 }

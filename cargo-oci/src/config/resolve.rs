@@ -214,6 +214,14 @@ pub fn image_spec_with(
         }
         Some(n) => n as usize,
     };
+    let targets = raw
+        .platforms
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| platform_target(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| err("platforms", m))?;
     let live = raw
         .live
         .as_ref()
@@ -317,7 +325,30 @@ pub fn image_spec_with(
         files,
         perms,
         init: raw.init.unwrap_or(false),
+        targets,
     })
+}
+
+/// A `platforms` entry as a Rust target: an OCI platform (`linux/arm64`, glibc) or a target.
+pub(crate) fn platform_target(p: &str) -> Result<String, Invalid> {
+    if p.contains('/') {
+        crate::oci::platform::rust_target(p, false).ok_or_else(|| {
+            invalid(
+                format!("`{p}` is not a platform cargo-oci can build for"),
+                format!(
+                    "use one of {}, or a Rust target such as \"aarch64-unknown-linux-musl\"",
+                    crate::oci::platform::known_platforms().join(", ")
+                ),
+            )
+        })
+    } else if p.contains("-linux-") && crate::oci::platform::ElfArch::of_rust_target(p).is_some() {
+        Ok(p.to_string())
+    } else {
+        Err(invalid(
+            format!("`{p}` is neither an OCI platform nor a Linux Rust target"),
+            "write \"linux/amd64\", \"linux/arm64\" or a target such as \"aarch64-unknown-linux-gnu\"",
+        ))
+    }
 }
 
 const OUTSIDE_HELP: &str = "files come from the package directory only: copy what you need into the package (e.g. with a step before `cargo oci build`) and name that copy";

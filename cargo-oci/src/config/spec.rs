@@ -67,6 +67,9 @@ pub struct ImageSpec {
     pub perms: Vec<PermSpec>,
     /// The entrypoint runs the service as a child: forwards signals, reaps zombies.
     pub init: bool,
+    /// `platforms`: the Rust targets to build one image each for (empty: one image, for
+    /// cargo's default target).
+    pub targets: Vec<String>,
 }
 
 impl ImageSpec {

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod docker_archive;
 pub mod flatten;
 pub mod image;
+pub mod index;
 pub mod layer;
 pub mod platform;
 pub mod reference;

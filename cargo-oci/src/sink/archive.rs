@@ -9,7 +9,7 @@ use crate::oci::archive::{dir_header, file_header};
 use crate::oci::docker_archive;
 use crate::oci::image::Image;
 use crate::oci::store::{self, Store};
-use crate::sink::layout::{blobs_of, index_json, OCI_LAYOUT};
+use crate::sink::layout::{blobs_of, index_json, Named, OCI_LAYOUT};
 
 /// An I/O error, told as the damaged cache it comes from when it does.
 fn damage_first(e: io::Error) -> anyhow::Error {
@@ -32,7 +32,7 @@ fn damage_first_in(e: anyhow::Error) -> anyhow::Error {
 }
 
 /// Writes the image as an OCI archive (an image layout in a tar).
-pub fn write_oci_archive(store: &Store, images: &[&Image], out: &mut dyn Write) -> Result<()> {
+pub fn write_oci_archive(store: &Store, images: &[Named], out: &mut dyn Write) -> Result<()> {
     let mut b = tar::Builder::new(out);
     b.append_data(
         &mut file_header(OCI_LAYOUT.len() as u64),
@@ -133,7 +133,7 @@ pub(crate) mod tests {
         let store = Store::open(&dir.path().join(".store")).unwrap();
         let img = image(&store);
         let mut good = Vec::new();
-        write_oci_archive(&store, &[&img], &mut good).unwrap();
+        write_oci_archive(&store, &[Named::Image(&img)], &mut good).unwrap();
         write_docker_archive(&store, &[&img], &mut good).unwrap();
 
         let path = store.path(&img.layers[0].blob.digest);
@@ -144,7 +144,7 @@ pub(crate) mod tests {
         for which in ["oci-archive", "docker-archive"] {
             let mut out = Vec::new();
             let err = if which == "oci-archive" {
-                write_oci_archive(&store, &[&img], &mut out)
+                write_oci_archive(&store, &[Named::Image(&img)], &mut out)
             } else {
                 write_docker_archive(&store, &[&img], &mut out)
             }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::oci::digest::Digest;
 use crate::oci::image::{canonical_json, Image};
+use crate::oci::index::Index;
 use crate::oci::store::{self, Blob, Store};
 use crate::util::error::UsageError;
 use crate::util::fs::{is_temp_name, lock_exclusive, remove_stale_temps, write_atomic};
@@ -22,11 +23,59 @@ pub const LOCK_FILE: &str = ".cargo-oci.lock";
 /// The annotation naming each manifest in an index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// The index of some images: one manifest descriptor per tag, each named by `ref.name`.
-pub fn index_json(images: &[&Image]) -> Result<Vec<u8>> {
+/// What a layout names: an image, or an index of images (a multi-platform image).
+#[derive(Clone, Copy)]
+pub enum Named<'a> {
+    Image(&'a Image),
+    Index(&'a Index),
+}
+
+impl<'a> Named<'a> {
+    /// Every image as a [`Named`].
+    pub fn images(images: &[&'a Image]) -> Vec<Named<'a>> {
+        images.iter().map(|i| Named::Image(i)).collect()
+    }
+
+    /// Every index as a [`Named`].
+    pub fn indexes(indexes: &[&'a Index]) -> Vec<Named<'a>> {
+        indexes.iter().map(|i| Named::Index(i)).collect()
+    }
+
+    fn full_name(&self) -> &str {
+        match self {
+            Named::Image(i) => &i.name.full,
+            Named::Index(i) => &i.name.full,
+        }
+    }
+
+    fn references(&self) -> Vec<String> {
+        match self {
+            Named::Image(i) => i.references(),
+            Named::Index(i) => i.references(),
+        }
+    }
+
+    /// Its blobs: the index's own, then each image's config, manifest and layers.
+    fn blobs(&self) -> Vec<&'a Blob> {
+        let (own, images): (Option<&Blob>, Vec<&Image>) = match self {
+            Named::Image(i) => (None, vec![*i]),
+            Named::Index(i) => (Some(&i.blob), i.images.iter().collect()),
+        };
+        own.into_iter()
+            .chain(images.into_iter().flat_map(|image| {
+                [&image.config, &image.manifest]
+                    .into_iter()
+                    .chain(image.layers.iter().map(|l| &l.blob))
+            }))
+            .collect()
+    }
+}
+
+/// The index of some images: one descriptor per tag, each named by `ref.name`.
+pub fn index_json(items: &[Named]) -> Result<Vec<u8>> {
     let mut manifests = Vec::new();
-    for image in images {
-        manifests.extend(descriptors(image)?);
+    for item in items {
+        manifests.extend(descriptors(item)?);
     }
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
@@ -36,40 +85,47 @@ pub fn index_json(images: &[&Image]) -> Result<Vec<u8>> {
     canonical_json(&index)
 }
 
-fn descriptors(image: &Image) -> Result<Vec<oci_spec::image::Descriptor>> {
-    let platform = PlatformBuilder::default()
-        .architecture(oci_spec::image::Arch::from(image.architecture.as_str()))
-        .os(oci_spec::image::Os::Linux)
-        .build()?;
-    image
-        .references()
+fn descriptors(item: &Named) -> Result<Vec<oci_spec::image::Descriptor>> {
+    let (media_type, blob, platform) = match item {
+        Named::Image(image) => (
+            MediaType::ImageManifest,
+            &image.manifest,
+            Some(
+                PlatformBuilder::default()
+                    .architecture(oci_spec::image::Arch::from(image.architecture.as_str()))
+                    .os(oci_spec::image::Os::Linux)
+                    .build()?,
+            ),
+        ),
+        Named::Index(index) => (MediaType::ImageIndex, &index.blob, None),
+    };
+    item.references()
         .into_iter()
         .map(|r| {
-            Ok(DescriptorBuilder::default()
-                .media_type(MediaType::ImageManifest)
-                .digest(image.manifest.digest.to_oci())
-                .size(image.manifest.size)
-                .platform(platform.clone())
+            let mut d = DescriptorBuilder::default()
+                .media_type(media_type.clone())
+                .digest(blob.digest.to_oci())
+                .size(blob.size)
                 .annotations(
                     [(REF_NAME.to_string(), r)]
                         .into_iter()
                         .collect::<std::collections::HashMap<_, _>>(),
-                )
-                .build()?)
+                );
+            if let Some(p) = &platform {
+                d = d.platform(p.clone());
+            }
+            Ok(d.build()?)
         })
         .collect()
 }
 
 pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// Every blob of the images: configs, manifests, layers; each once, in a stable order.
-pub(crate) fn blobs_of<'a>(images: &[&'a Image]) -> Vec<&'a Blob> {
+/// Every blob of the items: indexes, configs, manifests, layers; each once, in a stable order.
+pub(crate) fn blobs_of<'a>(items: &[Named<'a>]) -> Vec<&'a Blob> {
     let mut v: Vec<&Blob> = Vec::new();
-    for image in images {
-        for b in [&image.config, &image.manifest]
-            .into_iter()
-            .chain(image.layers.iter().map(|l| &l.blob))
-        {
+    for item in items {
+        for b in item.blobs() {
             if !v.iter().any(|x| x.digest == b.digest) {
                 v.push(b);
             }
@@ -185,7 +241,7 @@ pub fn referenced_blobs(dir: &Path) -> Option<BTreeSet<String>> {
 /// blobs go in first (copied out of the store, checked against their digests); `index.json` is
 /// replaced in one rename, keeping the entries of other images; blobs that no entry reaches any
 /// more are removed last.
-pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> {
+pub fn write_layout(store: &Store, images: &[Named], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _lock = lock_exclusive(&dir.join(LOCK_FILE))?;
     check_destination(dir)?;
@@ -197,7 +253,10 @@ pub fn write_layout(store: &Store, images: &[&Image], dir: &Path) -> Result<()> 
 
     // This image's entries (any tag of its name: an older content tag too) are replaced; every
     // other image's are kept.
-    let ours: BTreeSet<String> = images.iter().map(|i| format!("{}:", i.name.full)).collect();
+    let ours: BTreeSet<String> = images
+        .iter()
+        .map(|i| format!("{}:", i.full_name()))
+        .collect();
     let kept: Vec<Value> = existing_entries(dir)?
         .into_iter()
         .filter(|d| {

@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 
 use crate::oci::flatten;
 use crate::oci::image::Image;
+use crate::oci::index::Index;
 use crate::oci::store::Store;
 use crate::util::error::UsageError;
 use crate::util::fs::write_atomic;
@@ -35,6 +36,30 @@ pub trait Sink {
 
     /// Delivers `images` (the image, then its variants) from `store`.
     fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered>;
+
+    /// Delivers a multi-platform build: `indexes` (the index, then its debug variant's). A sink
+    /// that takes one image (the default) delivers `picked`, one platform's images named as the
+    /// index is, and says which platform it took.
+    fn deliver_index(
+        &self,
+        store: &Store,
+        indexes: &[&Index],
+        picked: &[&Image],
+        report: &Reporter,
+    ) -> Result<Delivered> {
+        if let (Some(index), Some(image)) = (indexes.first(), picked.first()) {
+            report.status(
+                "Selected",
+                &format!(
+                    "{} of the platforms {} for the {} (choose with --platform)",
+                    crate::oci::index::platform_of(image),
+                    index.platforms().join(", "),
+                    self.kind()
+                ),
+            );
+        }
+        self.deliver(store, picked, report)
+    }
 }
 
 /// What a sink did.
@@ -65,7 +90,17 @@ impl Sink for Layout {
         Ok(layout::check_destination(&self.0)?)
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
-        layout::write_layout(store, images, &self.0)?;
+        layout::write_layout(store, &layout::Named::images(images), &self.0)?;
+        Ok(Delivered::Path(self.0.clone()))
+    }
+    fn deliver_index(
+        &self,
+        store: &Store,
+        indexes: &[&Index],
+        _: &[&Image],
+        _: &Reporter,
+    ) -> Result<Delivered> {
+        layout::write_layout(store, &layout::Named::indexes(indexes), &self.0)?;
         Ok(Delivered::Path(self.0.clone()))
     }
 }
@@ -82,7 +117,20 @@ impl Sink for OciArchive {
     }
     fn deliver(&self, store: &Store, images: &[&Image], _: &Reporter) -> Result<Delivered> {
         remove_stale_beside(&self.0);
-        write_atomic(&self.0, |w| archive::write_oci_archive(store, images, w))?;
+        let items = layout::Named::images(images);
+        write_atomic(&self.0, |w| archive::write_oci_archive(store, &items, w))?;
+        Ok(Delivered::Path(self.0.clone()))
+    }
+    fn deliver_index(
+        &self,
+        store: &Store,
+        indexes: &[&Index],
+        _: &[&Image],
+        _: &Reporter,
+    ) -> Result<Delivered> {
+        remove_stale_beside(&self.0);
+        let items = layout::Named::indexes(indexes);
+        write_atomic(&self.0, |w| archive::write_oci_archive(store, &items, w))?;
         Ok(Delivered::Path(self.0.clone()))
     }
 }

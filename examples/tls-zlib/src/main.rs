@@ -43,6 +43,7 @@ fn main() -> ExitCode {
 /// Prints one line per library check; returns `Ok(false)` if the zlib
 /// round trip produced different data.
 fn check() -> Result<bool> {
+    println!("arch: {}", env::consts::ARCH);
     // libcrypto: version string and a SHA-256 digest.
     println!("openssl: {}", openssl::version::version());
     let digest = hash(MessageDigest::sha256(), b"hello")?;

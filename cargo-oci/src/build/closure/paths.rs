@@ -35,14 +35,21 @@ pub(super) fn triplet(info: &ElfInfo) -> Option<&'static str> {
     elf_arch(info).triplet()
 }
 
-/// The loader's default directories, in search order (image paths).
-pub(super) fn default_dirs(info: &ElfInfo) -> Vec<String> {
+/// The loader's default directories, in search order (image paths), for the file system at
+/// `sysroot`. A multiarch system (Debian's layout: `/lib/<triplet>` or `/usr/lib/<triplet>`
+/// exists) has a loader that searches those, then `/lib` and `/usr/lib`, never `/lib64`; other
+/// systems keep 64-bit libraries in `/lib64` and `/usr/lib64`.
+pub(super) fn default_dirs(info: &ElfInfo, sysroot: &Path) -> Vec<String> {
     let mut dirs = Vec::new();
+    let mut multiarch = false;
     if let Some(t) = triplet(info) {
+        multiarch = [format!("lib/{t}"), format!("usr/lib/{t}")]
+            .iter()
+            .any(|d| sysroot.join(d).is_dir());
         dirs.push(format!("/lib/{t}"));
         dirs.push(format!("/usr/lib/{t}"));
     }
-    if info.class64 {
+    if info.class64 && !multiarch {
         dirs.push("/lib64".to_owned());
         dirs.push("/usr/lib64".to_owned());
     }

@@ -328,7 +328,7 @@ impl Resolver<'_> {
             let mut image_path = cand.image_path;
             let mut relocated_from = None;
             if cand.from_cache {
-                let in_default_dir = default_dirs(&req.info)
+                let in_default_dir = default_dirs(&req.info, &self.opts.sysroot)
                     .iter()
                     .any(|d| d == image_dir(&image_path));
                 let named_as_requested = image_path.rsplit('/').next() == Some(name);
@@ -402,7 +402,7 @@ impl Resolver<'_> {
                 });
             }
         }
-        for dir in default_dirs(&req.info) {
+        for dir in default_dirs(&req.info, &self.opts.sysroot) {
             let image_path = join_image(&dir, name);
             out.push(Candidate {
                 search_path: self.sysroot_join(&image_path),
