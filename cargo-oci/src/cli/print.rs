@@ -11,6 +11,9 @@ use crate::util::reporter::{Reporter, Verbosity};
 use super::*;
 
 pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
+    if let Some(index) = &p.index {
+        return print_pushed_index(p, index, format, report);
+    }
     let img = &p.image;
     let pinned = format!("{}@{}", p.name, img.manifest.digest);
     report.status(
@@ -47,6 +50,55 @@ pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter)
                         "digest": d,
                         "transfer": format!("{t:?}").to_lowercase(),
                     })).collect::<Vec<_>>(),
+                },
+            })
+        ),
+        MessageFormat::Human => outln!("{pinned}"),
+    }
+}
+
+fn print_pushed_index(
+    p: &Pushed,
+    index: &crate::oci::index::Index,
+    format: MessageFormat,
+    report: &Reporter,
+) {
+    let digest = &index.blob.digest;
+    let pinned = format!("{}@{}", p.name, digest);
+    report.status(
+        "Pushed",
+        &format!(
+            "{} ({}…, {}): {} uploaded ({}), {} mounted, {} skipped",
+            p.name,
+            digest.short(),
+            index.platforms().join(", "),
+            p.count(Transfer::Uploaded),
+            crate::util::reporter::bytes(p.uploaded_bytes),
+            p.count(Transfer::Mounted),
+            p.count(Transfer::Skipped)
+        ),
+    );
+    match format {
+        MessageFormat::Json => outln!(
+            "{}",
+            json!({
+                "reason": "image-pushed",
+                "name": p.name.full,
+                "registry": p.name.registry,
+                "repository": p.name.repository,
+                "digest": digest,
+                "media_type": crate::oci::index::INDEX_MEDIA_TYPE,
+                "tags": index.tags,
+                "references": index.tags.iter().map(|t| p.name.with_tag(t)).collect::<Vec<_>>(),
+                "platforms": index.images.iter().map(|i| json!({
+                    "platform": crate::oci::index::platform_of(i),
+                    "digest": i.manifest.digest,
+                })).collect::<Vec<_>>(),
+                "uploaded_bytes": p.uploaded_bytes,
+                "blobs": {
+                    "uploaded": p.count(Transfer::Uploaded),
+                    "mounted": p.count(Transfer::Mounted),
+                    "skipped": p.count(Transfer::Skipped),
                 },
             })
         ),

@@ -57,6 +57,9 @@ pub struct Pushed {
     /// Each blob's digest and how it was transferred.
     pub blobs: Vec<(Digest, Transfer)>,
     pub uploaded_bytes: u64,
+    /// For a multi-platform image: the index pushed after the platforms' images (`image` is
+    /// then the first platform's).
+    pub index: Option<crate::oci::index::Index>,
 }
 
 impl Pushed {
@@ -79,6 +82,27 @@ impl Sink for PushRequest {
                     .clone()
                     .unwrap_or_else(|| image.name.clone());
                 push_image(store, image, &name, self, &self.cache_dir, report)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Delivered::Registry(pushed))
+    }
+    /// Pushes every platform's image by digest, then the index, then its tags; then the debug
+    /// variants' index the same way.
+    fn deliver_index(
+        &self,
+        store: &Store,
+        indexes: &[&crate::oci::index::Index],
+        _: &[&Image],
+        report: &Reporter,
+    ) -> Result<Delivered> {
+        let pushed = indexes
+            .iter()
+            .map(|index| {
+                let name = self
+                    .destination
+                    .clone()
+                    .unwrap_or_else(|| index.name.clone());
+                crate::sink::push_index::push_index(store, index, &name, self, report)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Delivered::Registry(pushed))
@@ -109,14 +133,7 @@ pub fn push_image(
     }
     let registry = name.registry.as_str();
     let repo = name.repository.as_str();
-    let credential = match &req.credential {
-        Some(c) => Some(c.clone()),
-        None => auth::lookup(registry)
-            .map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))?,
-    };
-    if let Some(c) = &credential {
-        report.detail(&format!("credentials for {registry}: {}", c.describe()));
-    }
+    let credential = credential_for(registry, req, report)?;
 
     let mut blobs: Vec<BlobFile> = Vec::new();
     for b in image.layers.iter().map(|l| &l.blob).chain([&image.config]) {
@@ -146,12 +163,7 @@ pub fn push_image(
     for r in sources.values().flatten().collect::<BTreeSet<_>>() {
         scopes.push(format!("repository:{r}:pull"));
     }
-    let mut client = Client::new(registry, credential, scopes, req.client.clone())?
-        .with_login_hint(format!(
-            "pass --username USER --password-stdin, or log in with `docker login {registry}` or \
-             `podman login {registry}`"
-        ));
-    client.check()?;
+    let client = connect(registry, credential, scopes, req)?;
 
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     report.status(
@@ -216,7 +228,41 @@ pub fn push_image(
         image: image.clone(),
         uploaded_bytes: uploaded_bytes(&blobs, &results),
         blobs: results,
+        index: None,
     })
+}
+
+/// A checked connection to `registry` with `scopes`.
+pub(crate) fn connect(
+    registry: &str,
+    credential: Option<Credential>,
+    scopes: Vec<String>,
+    req: &PushRequest,
+) -> Result<Client> {
+    let mut client = Client::new(registry, credential, scopes, req.client.clone())?
+        .with_login_hint(format!(
+            "pass --username USER --password-stdin, or log in with `docker login {registry}` or \
+             `podman login {registry}`"
+        ));
+    client.check()?;
+    Ok(client)
+}
+
+/// The credential for `registry`: the one given, else the credential stores'.
+pub(crate) fn credential_for(
+    registry: &str,
+    req: &PushRequest,
+    report: &Reporter,
+) -> Result<Option<Credential>> {
+    let credential = match &req.credential {
+        Some(c) => Some(c.clone()),
+        None => auth::lookup(registry)
+            .map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))?,
+    };
+    if let Some(c) = &credential {
+        report.detail(&format!("credentials for {registry}: {}", c.describe()));
+    }
+    Ok(credential)
 }
 
 /// The bytes of the blobs that were uploaded, each counted once, however many tries it took.

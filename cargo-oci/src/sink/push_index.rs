@@ -1,0 +1,78 @@
+//! Pushing a multi-platform image: every platform's image by digest (blobs, then manifest, as
+//! [`push_image`] does), then the index by digest, and only then its tags. A push that fails
+//! before the index leaves every tag where it was.
+
+use anyhow::{Context, Result};
+
+use crate::oci::index::{Index, INDEX_MEDIA_TYPE};
+use crate::oci::reference::ImageName;
+use crate::oci::store::Store;
+use crate::sink::push::{connect, credential_for, push_image, PushRequest, Pushed};
+use crate::util::reporter::Reporter;
+
+/// Pushes `index` and the images it lists to `name`'s repository.
+pub fn push_index(
+    store: &Store,
+    index: &Index,
+    name: &ImageName,
+    req: &PushRequest,
+    report: &Reporter,
+) -> Result<Pushed> {
+    let mut blobs = Vec::new();
+    let mut uploaded_bytes = 0;
+    for image in &index.images {
+        let mut untagged = image.clone();
+        untagged.tags.clear();
+        let p =
+            push_image(store, &untagged, name, req, &req.cache_dir, report).with_context(|| {
+                format!(
+                    "the {} image was not pushed: no tag of {name} was changed",
+                    crate::oci::index::platform_of(image)
+                )
+            })?;
+        uploaded_bytes += p.uploaded_bytes;
+        for b in p.blobs {
+            if !blobs.iter().any(|(d, _)| *d == b.0) {
+                blobs.push(b);
+            }
+        }
+    }
+    let registry = name.registry.as_str();
+    let repo = name.repository.as_str();
+    let credential = credential_for(registry, req, report)?;
+    let client = connect(
+        registry,
+        credential,
+        vec![format!("repository:{repo}:pull,push")],
+        req,
+    )?;
+    let doc = store
+        .read(&index.blob)
+        .with_context(|| format!("cannot read the index {}", index.blob.digest))?;
+    let digest = &index.blob.digest;
+    client
+        .put_manifest(repo, digest.as_str(), INDEX_MEDIA_TYPE, &doc, digest)
+        .with_context(|| {
+            format!("the index was not pushed: no tag of {name} was changed (the platforms' images are in place; run the push again)")
+        })?;
+    let mut moved: Vec<&str> = Vec::new();
+    for tag in &index.tags {
+        client
+            .put_manifest(repo, tag, INDEX_MEDIA_TYPE, &doc, digest)
+            .with_context(|| {
+                format!(
+                    "{name}@{digest} is pushed but tag `{tag}` could not be set; tags set: {}; run the push again to set the rest",
+                    if moved.is_empty() { "none".to_string() } else { moved.join(", ") }
+                )
+            })?;
+        moved.push(tag);
+    }
+    blobs.sort();
+    Ok(Pushed {
+        name: name.clone(),
+        image: index.images[0].clone(),
+        blobs,
+        uploaded_bytes,
+        index: Some(index.clone()),
+    })
+}
