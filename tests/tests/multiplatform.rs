@@ -615,3 +615,143 @@ fn bad_platforms_and_targets_refused_before_building() {
     );
     assert!(!out_dir.exists());
 }
+
+/// `cargo oci join` of `args` with a clean credential environment.
+fn join(args: &[&str], home: &Path) -> std::process::Output {
+    let mut c = Command::new(cargo_oci_bin());
+    c.args(["oci", "join"])
+        .args(args)
+        .env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .stdin(Stdio::null());
+    run(c)
+}
+
+#[test]
+fn join_platforms_pushed_by_separate_jobs() {
+    if cross_tools().is_none() || tool("podman").is_none() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (json, _) = two_platforms();
+    let index_digest = json["digest"].as_str().unwrap().to_string();
+    let proxy = Proxy::start(&reg.addr, Arc::new(|_, _, _| Fault::Pass));
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".docker")).unwrap();
+    let dest = format!("{}/jobs/tls-zlib", proxy.addr);
+
+    // One job per architecture pushes its own platform's image.
+    let mut pinned = Vec::new();
+    for target in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
+        let p = push(
+            &example("tls-zlib"),
+            &[
+                "--target",
+                target,
+                "--to",
+                &dest,
+                "-t",
+                &format!("job-{target}"),
+            ],
+            home.path(),
+        );
+        pinned.push(format!("{dest}@{}", p["digest"].as_str().unwrap()));
+    }
+    assert!(uploads(&proxy.seen()) > 0);
+
+    // The last step joins them by digest: no layer is read or sent.
+    proxy.clear();
+    let out = join(
+        &[
+            "-t",
+            "latest",
+            "--platform",
+            PLATFORMS,
+            "--message-format",
+            "json",
+            &pinned[1],
+            &pinned[0],
+        ],
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let joined = json_of(&String::from_utf8_lossy(&out.stdout));
+    let seen = proxy.seen();
+    assert_eq!(uploads(&seen), 0, "the join uploaded a blob: {seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "POST" || s.method == "PATCH"),
+        "the join started an upload: {seen:?}"
+    );
+    // It reads the two configs (to learn each platform and package), no layer.
+    let blob_reads = seen
+        .iter()
+        .filter(|s| s.method == "GET" && s.target.contains("/blobs/sha256:"))
+        .count();
+    assert_eq!(blob_reads, 2, "{seen:?}");
+    assert_eq!(
+        joined["digest"].as_str(),
+        Some(index_digest.as_str()),
+        "the joined index is the one a two-platform build makes"
+    );
+    let image = format!("{dest}:latest");
+    assert_eq!(
+        platforms_of(&raw(&format!("docker://{image}"))),
+        ["linux/amd64", "linux/arm64"]
+    );
+    for (platform, arch) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        ok(Command::new("podman").args([
+            "pull",
+            "-q",
+            "--tls-verify=false",
+            "--platform",
+            platform,
+            &image,
+        ]));
+        let out = podman_run(&image, platform, true);
+        let _ = run(Command::new("podman").args(["rmi", "-f", &image]));
+        assert!(out.contains(&format!("arch: {arch}")), "{platform}: {out}");
+    }
+
+    // Images that do not belong together are refused, and no tag moves.
+    let refused = |args: &[&str], want: &str| {
+        let out = join(args, home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(want) && err.contains("help:"),
+            "{args:?}: {err}"
+        );
+    };
+    refused(&["-t", "bad", &pinned[0], &pinned[0]], "both linux/amd64");
+    refused(&["-t", "bad", &pinned[1], &pinned[1]], "both linux/arm64");
+    refused(
+        &["-t", "bad", "--platform", PLATFORMS, &pinned[0]],
+        "missing: linux/arm64",
+    );
+    refused(
+        &["-t", "bad", &format!("{dest}:latest")],
+        "not pinned by digest",
+    );
+    let other = push(
+        &example("static-hello"),
+        &["--to", &dest, "-t", "other"],
+        home.path(),
+    );
+    let other = format!("{dest}@{}", other["digest"].as_str().unwrap());
+    refused(&["-t", "bad", &pinned[1], &other], "static-hello");
+    let tags = ok(Command::new("skopeo").args([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]));
+    assert!(!tags.contains("\"bad\""), "{tags}");
+}

@@ -138,5 +138,6 @@ pub fn assemble(
         manifest: manifest_blob,
         layers,
         architecture: platform.architecture.clone(),
+        variant: platform.variant.clone(),
     })
 }

@@ -247,7 +247,13 @@ fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathB
                     .map(|e| e.path().join(profile_dir).join(bin))
                     .filter(|p| p.is_file())
                     .collect();
-                more.sort();
+                // The host's architecture first: several targets' builds may be there.
+                let host_cpu = std::env::consts::ARCH;
+                more.sort_by_key(|p| {
+                    let triple = p.parent().and_then(Path::parent).and_then(Path::file_name);
+                    let native = triple.is_some_and(|t| t.to_string_lossy().starts_with(host_cpu));
+                    (!native, p.clone())
+                });
                 candidates.extend(more);
             }
         }

@@ -47,6 +47,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Merge docker-archives into one that `docker load` / `podman load` read as several images.
     Merge(MergeArgs),
+    /// Join single-platform images pushed to one repository into one multi-platform index.
+    Join(JoinArgs),
     /// Empty cargo-oci's caches in target/oci (the blob store keeps what the layouts there use).
     Clean(CleanArgs),
 }
@@ -95,6 +97,23 @@ pub struct MergeArgs {
     /// The docker-archives to merge, in order.
     #[arg(value_name = "ARCHIVE", required = true)]
     pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The images to join, one per platform, pinned: `HOST/REPO@sha256:…` (one repository).
+    #[arg(value_name = "IMAGE@DIGEST", required = true)]
+    pub inputs: Vec<String>,
+    /// Tag the index (repeatable); without one, the index is pushed by digest only.
+    #[arg(short, long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// The platforms the index must hold, exactly (`linux/amd64,linux/arm64`).
+    #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
+    pub platform: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     #[command(flatten)]
     pub common: Common,
 }

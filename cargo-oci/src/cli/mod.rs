@@ -95,6 +95,39 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Join(a) => {
+            let report = a.common.reporter();
+            let joined = crate::commands::join::join(
+                &crate::commands::join::JoinRequest {
+                    inputs: a.inputs.clone(),
+                    tags: a.tag.clone(),
+                    platforms: a.platform.clone(),
+                    client: a.registry.options(),
+                },
+                &report,
+            )?;
+            match a.common.message_format {
+                MessageFormat::Json => outln!(
+                    "{}",
+                    json!({
+                        "reason": "index-joined",
+                        "name": joined.name.full,
+                        "digest": joined.digest,
+                        "media_type": crate::oci::index::INDEX_MEDIA_TYPE,
+                        "tags": joined.tags,
+                        "references": joined.tags.iter().map(|t| joined.name.with_tag(t)).collect::<Vec<_>>(),
+                        "platforms": joined.platforms.iter().map(|(p, d)| json!({"platform": p, "digest": d})).collect::<Vec<_>>(),
+                    })
+                ),
+                MessageFormat::Human => {
+                    for t in &joined.tags {
+                        outln!("{}", joined.name.with_tag(t));
+                    }
+                    outln!("{}@{}", joined.name, joined.digest);
+                }
+            }
+            Ok(())
+        }
         Command::Load(a) => {
             let report = a.image.common.reporter();
             // Find the engine first: a missing one costs no build.

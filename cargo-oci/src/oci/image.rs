@@ -22,6 +22,8 @@ pub struct Image {
     pub layers: Vec<Layer>,
     /// GOARCH word (`amd64`, `arm64`, ...).
     pub architecture: String,
+    /// The CPU variant its config names (`v8` on arm64), if any.
+    pub variant: Option<String>,
 }
 
 impl Image {

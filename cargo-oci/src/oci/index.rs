@@ -5,6 +5,7 @@
 use anyhow::Result;
 use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, MediaType, PlatformBuilder};
 
+use crate::oci::digest::Digest;
 use crate::oci::image::{canonical_json, Image};
 use crate::oci::reference::ImageName;
 use crate::oci::store::{Blob, Store};
@@ -31,20 +32,43 @@ pub fn platform_of(image: &Image) -> String {
     format!("linux/{}", image.architecture)
 }
 
-/// The index document listing `images` (a platform on every entry), as canonical JSON.
-pub fn index_document(images: &[&Image]) -> Result<Vec<u8>> {
-    let manifests = images
+/// One entry of an index: a platform's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl IndexEntry {
+    /// `os/arch[/variant]`.
+    pub fn platform(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+/// The index document listing `entries` (a platform on every one), as canonical JSON.
+pub fn index_document_of(entries: &[IndexEntry]) -> Result<Vec<u8>> {
+    let manifests = entries
         .iter()
-        .map(|image| {
-            let platform = PlatformBuilder::default()
-                .architecture(oci_spec::image::Arch::from(image.architecture.as_str()))
-                .os(oci_spec::image::Os::Linux)
-                .build()?;
+        .map(|e| {
+            let mut platform = PlatformBuilder::default()
+                .architecture(oci_spec::image::Arch::from(e.architecture.as_str()))
+                .os(oci_spec::image::Os::from(e.os.as_str()));
+            if let Some(v) = &e.variant {
+                platform = platform.variant(v.clone());
+            }
             Ok(DescriptorBuilder::default()
-                .media_type(MediaType::ImageManifest)
-                .digest(image.manifest.digest.to_oci())
-                .size(image.manifest.size)
-                .platform(platform)
+                .media_type(MediaType::from(e.media_type.as_str()))
+                .digest(e.digest.to_oci())
+                .size(e.size)
+                .platform(platform.build()?)
                 .build()?)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -54,6 +78,22 @@ pub fn index_document(images: &[&Image]) -> Result<Vec<u8>> {
         .manifests(manifests)
         .build()?;
     canonical_json(&index)
+}
+
+/// The index document listing `images` (a platform on every entry), as canonical JSON.
+pub fn index_document(images: &[&Image]) -> Result<Vec<u8>> {
+    let entries: Vec<IndexEntry> = images
+        .iter()
+        .map(|i| IndexEntry {
+            media_type: MediaType::ImageManifest.to_string(),
+            digest: i.manifest.digest.clone(),
+            size: i.manifest.size,
+            os: "linux".into(),
+            architecture: i.architecture.clone(),
+            variant: i.variant.clone(),
+        })
+        .collect();
+    index_document_of(&entries)
 }
 
 impl Index {

@@ -124,6 +124,8 @@ pub(crate) mod tests {
             manifest: store.put(b"{\"schemaVersion\":2}").unwrap(),
             layers: vec![layer],
             architecture: "amd64".into(),
+            variant: None,
+            variant: None,
         }
     }
 

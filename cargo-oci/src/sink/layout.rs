@@ -90,12 +90,15 @@ fn descriptors(item: &Named) -> Result<Vec<oci_spec::image::Descriptor>> {
         Named::Image(image) => (
             MediaType::ImageManifest,
             &image.manifest,
-            Some(
-                PlatformBuilder::default()
+            Some({
+                let mut p = PlatformBuilder::default()
                     .architecture(oci_spec::image::Arch::from(image.architecture.as_str()))
-                    .os(oci_spec::image::Os::Linux)
-                    .build()?,
-            ),
+                    .os(oci_spec::image::Os::Linux);
+                if let Some(v) = &image.variant {
+                    p = p.variant(v.clone());
+                }
+                p.build()?
+            }),
         ),
         Named::Index(index) => (MediaType::ImageIndex, &index.blob, None),
     };

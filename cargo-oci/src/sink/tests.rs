@@ -116,6 +116,7 @@ fn fixture(codec: Codec) -> Fixture {
     let platform = Platform {
         architecture: "amd64".into(),
         variant: None,
+        variant: None,
     };
     let env = vec!["PATH=/bin".to_string()];
     let image =
