@@ -48,7 +48,7 @@ fn parse_input(s: &str) -> Result<(ImageName, Digest), UsageError> {
     let (name, digest) = s
         .split_once('@')
         .ok_or_else(|| bad("not pinned by digest (NAME@sha256:…)".into()))?;
-    let digest: Digest = digest.parse().map_err(|e| bad(format!("{e}")))?;
+    let digest = digest.parse::<Digest>().map_err(|e| bad(e.to_string()))?;
     let name = ImageName::parse(name).map_err(bad)?;
     Ok((name, digest))
 }

@@ -125,7 +125,6 @@ pub(crate) mod tests {
             layers: vec![layer],
             architecture: "amd64".into(),
             variant: None,
-            variant: None,
         }
     }
 

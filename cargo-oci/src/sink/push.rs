@@ -19,7 +19,6 @@ use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::registry::auth::{self, Credential};
 use crate::registry::{BlobFile, Client, ClientOptions, Mount};
-use crate::sink::{Delivered, Sink};
 use crate::util::reporter::Reporter;
 
 /// The OCI image manifest media type, as the image module writes it.
@@ -65,47 +64,6 @@ pub struct Pushed {
 impl Pushed {
     pub fn count(&self, t: Transfer) -> usize {
         self.blobs.iter().filter(|(_, x)| *x == t).count()
-    }
-}
-
-impl Sink for PushRequest {
-    fn kind(&self) -> &'static str {
-        "registry"
-    }
-    /// Pushes the image, then its debug variant when there is one; one result per image.
-    fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered> {
-        let pushed = images
-            .iter()
-            .map(|image| {
-                let name = self
-                    .destination
-                    .clone()
-                    .unwrap_or_else(|| image.name.clone());
-                push_image(store, image, &name, self, &self.cache_dir, report)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Delivered::Registry(pushed))
-    }
-    /// Pushes every platform's image by digest, then the index, then its tags; then the debug
-    /// variants' index the same way.
-    fn deliver_index(
-        &self,
-        store: &Store,
-        indexes: &[&crate::oci::index::Index],
-        _: &[&Image],
-        report: &Reporter,
-    ) -> Result<Delivered> {
-        let pushed = indexes
-            .iter()
-            .map(|index| {
-                let name = self
-                    .destination
-                    .clone()
-                    .unwrap_or_else(|| index.name.clone());
-                crate::sink::push_index::push_index(store, index, &name, self, report)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Delivered::Registry(pushed))
     }
 }
 

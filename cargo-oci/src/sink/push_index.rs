@@ -1,14 +1,57 @@
-//! Pushing a multi-platform image: every platform's image by digest (blobs, then manifest, as
-//! [`push_image`] does), then the index by digest, and only then its tags. A push that fails
-//! before the index leaves every tag where it was.
+//! The registry as a sink: an image is pushed by [`push_image`]; a multi-platform image is every
+//! platform's image by digest (blobs, then manifest), then the index by digest, and only then its
+//! tags. A push that fails before the index leaves every tag where it was.
 
 use anyhow::{Context, Result};
 
+use crate::oci::image::Image;
 use crate::oci::index::{Index, INDEX_MEDIA_TYPE};
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::sink::push::{connect, credential_for, push_image, PushRequest, Pushed};
+use crate::sink::{Delivered, Sink};
 use crate::util::reporter::Reporter;
+
+impl Sink for PushRequest {
+    fn kind(&self) -> &'static str {
+        "registry"
+    }
+    /// Pushes the image, then its debug variant when there is one; one result per image.
+    fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered> {
+        let pushed = images
+            .iter()
+            .map(|image| {
+                let name = self
+                    .destination
+                    .clone()
+                    .unwrap_or_else(|| image.name.clone());
+                push_image(store, image, &name, self, &self.cache_dir, report)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Delivered::Registry(pushed))
+    }
+    /// Pushes every platform's image by digest, then the index, then its tags; then the debug
+    /// variants' index the same way.
+    fn deliver_index(
+        &self,
+        store: &Store,
+        indexes: &[&crate::oci::index::Index],
+        _: &[&Image],
+        report: &Reporter,
+    ) -> Result<Delivered> {
+        let pushed = indexes
+            .iter()
+            .map(|index| {
+                let name = self
+                    .destination
+                    .clone()
+                    .unwrap_or_else(|| index.name.clone());
+                push_index(store, index, &name, self, report)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Delivered::Registry(pushed))
+    }
+}
 
 /// Pushes `index` and the images it lists to `name`'s repository.
 pub fn push_index(

@@ -55,6 +55,7 @@ fn spec() -> ImageSpec {
         files: vec![],
         perms: vec![],
         init: false,
+        targets: Vec::new(),
     }
 }
 
@@ -115,7 +116,6 @@ fn fixture(codec: Codec) -> Fixture {
         .collect();
     let platform = Platform {
         architecture: "amd64".into(),
-        variant: None,
         variant: None,
     };
     let env = vec!["PATH=/bin".to_string()];
