@@ -283,7 +283,9 @@ fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str, profile: &str) 
             profile,
             target_dir.display()
         ))
-        .hint("run `cargo build` with the same flags first, or drop --no-build")
+        .hint(format!(
+            "run `cargo build --profile {profile}` with the same flags first, or drop --no-build"
+        ))
         .into());
     };
     Ok(path.clone())

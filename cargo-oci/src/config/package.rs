@@ -319,3 +319,61 @@ fn run_git_clean_head(dir: &Path) -> Option<String> {
     }
     git(&["rev-parse", "HEAD"]).filter(|h| h.len() >= 40)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(name: &str, version: &str, dir: &str) -> Package {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "version": version,
+            "id": format!("path+file://{dir}#{name}@{version}"),
+            "dependencies": [],
+            "targets": [],
+            "features": {},
+            "manifest_path": format!("{dir}/Cargo.toml"),
+        }))
+        .expect("a package")
+    }
+
+    #[test]
+    fn package_specs_match_as_cargo_reads_them() {
+        let p = package("billing", "1.2.0", "/ws/services/billing");
+        for yes in [
+            "billing",
+            "billing@1.2.0",
+            "billing@1.2",
+            "billing@1",
+            "billing:1.2.0",
+            "bill*",
+            "b?lling",
+            "*",
+            "path+file:///ws/services/billing#billing@1.2.0",
+            "file:///ws/services/billing",
+            "file:///ws/services/billing#1.2.0",
+            "path+file:///ws/services/billing#billing",
+        ] {
+            assert!(spec_matches(yes, &p), "{yes}");
+        }
+        for no in [
+            "bill",
+            "billing@1.3.0",
+            "billing@1.20",
+            "gateway",
+            "*x",
+            "file:///ws/services/gateway",
+            "path+file:///ws/services/billing#billing@2.0.0",
+        ] {
+            assert!(!spec_matches(no, &p), "{no}");
+        }
+    }
+
+    #[test]
+    fn globs_take_linear_time() {
+        assert!(glob_matches("a*b*c", "axxbyyc"));
+        assert!(!glob_matches("a*b*c", "axxbyy"));
+        let long = "a".repeat(2000);
+        assert!(!glob_matches(&format!("{}b", "*a".repeat(200)), &long));
+    }
+}

@@ -15,7 +15,7 @@ pub enum Created {
 }
 
 /// How to build the program the image carries: the package, its binary, where cargo works.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildSpec {
     /// The package's name.
     pub package: String,
