@@ -11,15 +11,11 @@ use cargo_oci_tests::registry::Registry;
 use cargo_oci_tests::*;
 use serde_json::Value;
 
-/// A copy of the fixture workspace at `tmp` with its own target directory, seeded with the
-/// contract helper of the shared build (so that only the fixture's crates compile).
+/// A copy of the fixture workspace at `tmp`, with its own target directory.
 fn workspace(tmp: &Path) -> PathBuf {
     let src = root().join("tests/fixtures/workspace");
     ok(Command::new("cp").arg("-r").arg(&src).arg(tmp.join("ws")));
-    let ws = tmp.join("ws");
-    let target = private_target(&ws);
-    assert_eq!(target, ws.join("target"));
-    ws
+    tmp.join("ws")
 }
 
 /// `cargo oci ARGS` in `dir` of the workspace `ws`, with cargo replaced by a wrapper that logs

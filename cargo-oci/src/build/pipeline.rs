@@ -126,7 +126,8 @@ pub fn configure(req: &BuildRequest) -> Result<Vec<Configured>> {
     check_distinct(&specs)?;
     let profile = req.cargo.profile_for(&specs.iter().collect::<Vec<_>>())?;
     if let Some(spec) = specs.first() {
-        // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
+        // The host triple (and, for another target, the contract helper's cache key) needs
+        // `rustc -vV`: run it while cargo builds.
         cargo::prefetch_rustc_version(&spec.build.package_dir);
     }
     Ok(specs
@@ -284,12 +285,7 @@ fn assemble(
     let prepared = prepare
         .lock()
         .map_err(|_| anyhow::anyhow!("an image assembler panicked"))?;
-    let helper = crate::build::helper::ensure(
-        target_dir,
-        &artifact.target,
-        &spec.build.package_dir,
-        report,
-    )?;
+    let helper = crate::build::helper::ensure(&artifact.target, &spec.build.package_dir, report)?;
     let runtime_inputs = tools::runtime_inputs(
         &spec.runtime_inputs,
         info.machine,
