@@ -9,6 +9,7 @@ pub mod helper;
 pub mod layer_cache;
 pub mod layer_writer;
 pub mod layering;
+pub mod package;
 pub mod pipeline;
 pub mod plan;
 pub mod rebase;

@@ -1,25 +1,26 @@
 //! The `build` pipeline, one stage after another: metadata → cargo build → closure → plan →
-//! layers → image. Each stage is its own module; this one only wires them in order, in two
-//! steps: [`configure`] (the metadata, so that a command can check its destination before any
-//! build work) and [`build`], which ends at the images in the blob store and writes nothing else.
+//! layers → image. Each stage is its own module; this one only wires them in order:
+//! [`configure`] (the metadata of every selected image, so that a command can check its
+//! destinations before any build work), then [`build`]: [`compile`] (one cargo run for every
+//! image) and [`assemble_one`] per image, in parallel, ending at the images in the blob store.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::Result;
 
 use crate::build::cargo::{self, Artifact, CargoFlags};
-use crate::build::closure::{self, Closure, ClosureOptions, Executable};
-use crate::build::layer_cache::LayerCache;
-use crate::build::plan::{self, CA_BUNDLE};
-use crate::build::{target, tools};
+use crate::build::closure::Closure;
+use crate::build::plan;
+use crate::build::target;
 use crate::config::{self, ImageSpec, Selection};
-use crate::oci::compress::{Codec, Compression};
-use crate::oci::image::{Image, Platform};
+use crate::oci::compress::Codec;
+use crate::oci::image::Image;
 use crate::oci::index::Index;
 use crate::oci::store::Store;
 use crate::registry::ClientOptions;
 use crate::util::error::UsageError;
-use crate::util::reporter::{self, Reporter};
+use crate::util::reporter::Reporter;
 
 /// What `cargo oci build` was asked to do.
 #[derive(Debug, Clone)]
@@ -37,14 +38,16 @@ pub struct BuildRequest {
     pub platforms: Vec<String>,
 }
 
-/// The configuration of a build, read before anything is built.
+/// The configuration of one image to make, read before anything is built.
 #[derive(Debug, Clone)]
 pub struct Configured {
     pub spec: ImageSpec,
     /// The target directory in use.
     pub target_dir: PathBuf,
-    /// The Rust targets, one image each (`--target`, `--platform`, `platforms`); empty: one
-    /// image for cargo's default target.
+    /// The cargo profile of the build (the same for every image of one command).
+    pub profile: String,
+    /// The Rust targets, one image each (`--target`, `--platform`, `platforms`; the same for
+    /// every image of one command); empty: one image for cargo's default target.
     pub targets: Vec<String>,
     /// The platform a sink that takes one image delivers: the one `--platform` names, else the
     /// host's when built, else the first.
@@ -87,8 +90,8 @@ impl PlatformBuilt {
     }
 }
 
-/// The result of a build: one image per platform in the store, and with several platforms the
-/// index of them (and of their debug variants).
+/// The result of building one image: one image per platform in the store, and with several
+/// platforms the index of them (and of their debug variants).
 #[derive(Debug, Clone)]
 pub struct Built {
     pub platforms: Vec<PlatformBuilt>,
@@ -98,6 +101,10 @@ pub struct Built {
     pub pick: usize,
     /// The store holding every blob of the images.
     pub store: Store,
+    /// The cargo profile the binaries were built with.
+    pub profile: String,
+    /// The package the image was made from.
+    pub package: String,
 }
 
 impl Built {
@@ -132,8 +139,8 @@ impl Built {
     }
 }
 
-/// Reads the metadata: the image's description and the target directory.
-pub fn configure(req: &BuildRequest) -> Result<Configured> {
+/// Reads the metadata: the description of every selected image and the target directory.
+pub fn configure(req: &BuildRequest) -> Result<Vec<Configured>> {
     let mut sel = req.selection.clone();
     sel.manifest_path = sel
         .manifest_path
@@ -148,36 +155,60 @@ pub fn configure(req: &BuildRequest) -> Result<Configured> {
         config::prefetch_revision(&dir);
     }
     let meta = config::cargo_metadata(&sel)?;
-    let package = config::select_package(&meta, &sel)?;
-    let mut spec = config::image_spec(&meta, package, &sel)?;
-    if req.debug && spec.debug.is_none() {
-        spec.debug = Some(config::DebugSpec::default());
+    let all_binaries = config::workspace_defaults(&meta)?
+        .all_binaries
+        .unwrap_or(false);
+    let packages = config::select_packages(&meta, &sel, all_binaries)?;
+    if let (Some(bin), [_, _, ..]) = (&sel.bin, packages.as_slice()) {
+        return Err(UsageError::new(format!(
+            "--bin {bin} selects one binary, but {} packages are selected",
+            packages.len()
+        ))
+        .hint("select one package with -p NAME, or drop --bin and set `bins` in the metadata")
+        .into());
     }
-    // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
-    cargo::prefetch_rustc_version(&spec.build.package_dir);
-    let (targets, pick) = targets(req, &spec)?;
-    if !targets.is_empty() {
-        let host = cargo::host_triple(&spec.build.package_dir)?;
-        for t in &targets {
-            target::prepare(t, &host, &spec.build.package_dir)?;
+    let mut specs = Vec::new();
+    for package in packages {
+        specs.extend(config::image_specs(&meta, package, &sel)?);
+    }
+    for spec in &mut specs {
+        if req.debug && spec.debug.is_none() {
+            spec.debug = Some(config::DebugSpec::default());
         }
     }
-    let target_dir = req
-        .cargo
-        .target_dir
-        .clone()
-        .unwrap_or_else(|| spec.build.target_directory.clone());
-    Ok(Configured {
-        spec,
-        target_dir,
-        targets,
-        pick,
-    })
+    check_distinct(&specs)?;
+    let profile = req.cargo.profile_for(&specs.iter().collect::<Vec<_>>())?;
+    let (targets, pick) = targets(req, &specs)?;
+    if let Some(spec) = specs.first() {
+        // The host triple (and, for another target, the contract helper's cache key) needs
+        // `rustc -vV`: run it while cargo builds.
+        cargo::prefetch_rustc_version(&spec.build.package_dir);
+        if !targets.is_empty() {
+            let host = cargo::host_triple(&spec.build.package_dir)?;
+            for t in &targets {
+                target::prepare(t, &host, &spec.build.package_dir)?;
+            }
+        }
+    }
+    Ok(specs
+        .into_iter()
+        .map(|spec| Configured {
+            target_dir: req
+                .cargo
+                .target_dir
+                .clone()
+                .unwrap_or_else(|| spec.build.target_directory.clone()),
+            spec,
+            profile: profile.clone(),
+            targets: targets.clone(),
+            pick: pick.clone(),
+        })
+        .collect())
 }
 
 /// The Rust targets to build (`--target`, else `--platform`, else `platforms` in the metadata),
 /// each once, and the platform single-image sinks take when `--platform` names one of several.
-fn targets(req: &BuildRequest, spec: &ImageSpec) -> Result<(Vec<String>, Option<String>)> {
+fn targets(req: &BuildRequest, specs: &[ImageSpec]) -> Result<(Vec<String>, Option<String>)> {
     let mut from_platform = Vec::new();
     for p in &req.platforms {
         let t = crate::oci::platform::rust_target(p, false).ok_or_else(|| {
@@ -196,7 +227,28 @@ fn targets(req: &BuildRequest, spec: &ImageSpec) -> Result<(Vec<String>, Option<
     } else if !from_platform.is_empty() {
         from_platform.clone()
     } else {
-        spec.targets.clone()
+        // One cargo run builds every image for the same targets.
+        let first = specs.first().map(|s| s.targets.clone()).unwrap_or_default();
+        if let Some(other) = specs.iter().find(|s| s.targets != first) {
+            return Err(UsageError::new(format!(
+                "the selected packages ask for different `platforms`: {} ({}) and {} ({})",
+                if first.is_empty() {
+                    "none".to_string()
+                } else {
+                    first.join(", ")
+                },
+                specs[0].build.package,
+                if other.targets.is_empty() {
+                    "none".to_string()
+                } else {
+                    other.targets.join(", ")
+                },
+                other.build.package,
+            ))
+            .hint("set one `platforms` in [workspace.metadata.oci], or pass --platform")
+            .into());
+        }
+        first
     };
     let mut seen = std::collections::BTreeSet::new();
     targets.retain(|t| seen.insert(t.clone()));
@@ -224,36 +276,140 @@ fn targets(req: &BuildRequest, spec: &ImageSpec) -> Result<(Vec<String>, Option<
     Ok((targets, pick))
 }
 
-/// Builds the binary (for every target, in one cargo run) and assembles the images into the
-/// store: one per target, and their index when there are several.
-pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<Built> {
+/// Two images of one command must not share a name and tag: the second would replace the first.
+fn check_distinct(specs: &[ImageSpec]) -> Result<(), UsageError> {
+    for (i, a) in specs.iter().enumerate() {
+        for b in &specs[..i] {
+            if let Some(t) = a
+                .tags
+                .iter()
+                .find(|t| a.name == b.name && b.tags.contains(t))
+            {
+                return Err(UsageError::new(format!(
+                    "binaries `{}` ({}) and `{}` ({}) would both be the image {}",
+                    b.build.bin,
+                    b.build.package,
+                    a.build.bin,
+                    a.build.package,
+                    a.name.with_tag(t)
+                ))
+                .hint("put `{bin}` or `{package}` in `name` (e.g. name = \"registry.example.com/team/{bin}\")"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The executables of every image, for every target: one cargo run (shared dependencies compile
+/// once), or what an earlier build left (`--no-build`). Per [`Configured`], in order, one
+/// [`Artifact`] per target.
+pub fn compile(req: &BuildRequest, confs: &[Configured]) -> Result<Vec<Vec<Artifact>>> {
+    let Some(first) = confs.first() else {
+        return Ok(Vec::new());
+    };
+    let profile = first.profile.as_str();
+    let flags = CargoFlags {
+        targets: first.targets.clone(),
+        ..req.cargo.clone()
+    };
+    if req.no_build {
+        confs
+            .iter()
+            .map(|c| cargo::existing(&flags, &c.spec, profile))
+            .collect()
+    } else {
+        let specs: Vec<&ImageSpec> = confs.iter().map(|c| &c.spec).collect();
+        cargo::build(&flags, &specs, profile)
+    }
+}
+
+/// Builds the binaries once, then assembles every image into the store, several at a time.
+/// The blob store and layer cache take concurrent writers (a blob appears by an atomic rename);
+/// the contract helper and base images are prepared one image at a time.
+pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> Result<Vec<Built>> {
+    let artifacts = compile(req, &confs)?;
+    if confs.len() == 1 {
+        return confs
+            .into_iter()
+            .zip(artifacts)
+            .map(|(c, a)| assemble_one(req, c, &a, &Mutex::new(()), report))
+            .collect();
+    }
+    let prepare = Mutex::new(());
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let jobs: Mutex<Vec<(usize, Configured, Vec<Artifact>)>> = Mutex::new(
+        confs
+            .into_iter()
+            .zip(artifacts)
+            .enumerate()
+            .map(|(i, (c, a))| (i, c, a))
+            .rev()
+            .collect(),
+    );
+    let done: Mutex<Vec<(usize, Result<Built>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let next = jobs.lock().map(|mut j| j.pop()).unwrap_or(None);
+                let Some((i, conf, artifact)) = next else {
+                    break;
+                };
+                let built = assemble_one(req, conf, &artifact, &prepare, report);
+                if let Ok(mut d) = done.lock() {
+                    d.push((i, built));
+                }
+            });
+        }
+    });
+    let mut done = done
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("an image assembler panicked"))?;
+    done.sort_by_key(|(i, _)| *i);
+    if !jobs.lock().map(|j| j.is_empty()).unwrap_or(false) {
+        anyhow::bail!("an image assembler panicked");
+    }
+    done.into_iter().map(|(_, b)| b).collect()
+}
+
+/// One image from its built executables, for every platform: closure, plan, layers, image (and
+/// debug variant), then the index of the platforms when there are several. `prepare` is held
+/// while the contract helper and the base image are made ready.
+pub fn assemble_one(
+    req: &BuildRequest,
+    conf: Configured,
+    artifacts: &[Artifact],
+    prepare: &Mutex<()>,
+    report: &Reporter,
+) -> Result<Built> {
     let Configured {
         spec,
         target_dir,
-        targets,
+        profile,
         pick,
+        ..
     } = conf;
-    let flags = CargoFlags {
-        targets: targets.clone(),
-        ..req.cargo.clone()
-    };
-    let artifacts = if req.no_build {
-        cargo::existing(&flags, &spec)?
-    } else {
-        cargo::build(&flags, &spec)?
-    };
     let mut platforms = Vec::new();
-    for artifact in &artifacts {
+    for artifact in artifacts {
         report.status(
             "Packaging",
             &format!(
-                "{} for {} ({})",
+                "{} for {} ({}, `{profile}` profile)",
                 spec.name,
                 artifact.target,
                 artifact.path.display()
             ),
         );
-        let (image, debug, closure, plan) = assemble(&spec, artifact, &target_dir, req, report)?;
+        let (image, debug, closure, plan) = crate::build::package::assemble(
+            &spec,
+            artifact,
+            &target_dir,
+            req.compression,
+            &req.registry,
+            prepare,
+            report,
+        )?;
         platforms.push(PlatformBuilt {
             target: artifact.target.clone(),
             image,
@@ -263,327 +419,70 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
         });
     }
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
-    let index = if platforms.len() > 1 {
-        let images = platforms.iter().map(|p| p.image.clone()).collect();
-        let index = Index::make(&store, images, &spec.tags, None)?;
-        let debug = match platforms
-            .iter()
-            .map(|p| p.debug.clone())
-            .collect::<Option<Vec<_>>>()
-        {
-            Some(d) => {
-                let tags = index.tags.iter().map(|t| format!("{t}-debug")).collect();
-                Some(Index::make(&store, d, &[], Some(tags))?)
-            }
-            None => None,
-        };
-        report.detail(&format!(
-            "index {} of {}",
-            index.blob.digest,
-            index.platforms().join(", ")
-        ));
-        Some((index, debug))
-    } else {
-        None
-    };
-    let host = cargo::host_triple(&spec.build.package_dir)?;
-    let host_arch = target::arch_of(&host).ok().map(|a| a.machine);
-    let pick = match &pick {
-        Some(p) => {
-            let arch = p.strip_prefix("linux/").unwrap_or(p);
-            let arch = arch.split('/').next().unwrap_or(arch);
-            platforms
-                .iter()
-                .position(|b| b.image.architecture == arch)
-                .ok_or_else(|| {
-                    UsageError::new(format!("--platform {p} is not one of the targets built"))
-                        .hint("name a --platform that one of the --target options builds")
-                })?
-        }
-        None => platforms
-            .iter()
-            .position(|b| target::arch_of(&b.target).ok().map(|a| a.machine) == host_arch)
-            .unwrap_or(0),
-    };
+    let index = index_of(&store, &platforms, &spec, report)?;
+    let pick = pick_platform(&platforms, pick.as_deref(), &spec)?;
     Ok(Built {
         platforms,
         index,
         pick,
         store,
+        profile,
+        package: spec.build.package.clone(),
     })
 }
 
-/// From the built executables to the images (standard, and debug when asked) in the store.
-fn assemble(
+/// With several platforms: their index, and the debug variants' when every platform has one.
+fn index_of(
+    store: &Store,
+    platforms: &[PlatformBuilt],
     spec: &ImageSpec,
-    artifact: &Artifact,
-    target_dir: &Path,
-    req: &BuildRequest,
     report: &Reporter,
-) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
-    let info = closure::inspect(&artifact.path)?;
-    let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
-    let helper = crate::build::helper::ensure(
-        target_dir,
-        &artifact.target,
-        &spec.build.package_dir,
-        report,
-    )?;
-    // The target's file system, where its libraries and programs are found; a static program
-    // needs none.
-    let host = cargo::host_triple(&spec.build.package_dir)?;
-    let sysroot = if info.is_static && spec.runtime_inputs.is_empty() && spec.debug.is_none() {
-        PathBuf::from("/")
-    } else {
-        target::sysroot(&artifact.target, &host)?
-    };
-    let runtime_inputs = tools::runtime_inputs(
-        &spec.runtime_inputs,
-        info.machine,
-        &sysroot,
-        &spec.build.package_dir,
-        &spec.build.manifest_path,
-    )?;
-    let store = Store::open(&target_dir.join("oci").join(".store"))?;
-    let base = match &spec.from {
-        Some(from) => Some(crate::source::load(
-            from,
-            &store,
-            &platform.architecture,
-            &req.registry,
-            report,
-        )?),
-        None => None,
-    };
-    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
-    if base_layers + usize::from(spec.debug.is_some()) >= spec.max_layers {
-        return Err(UsageError::new(format!(
-            "the base image has {base_layers} layers: `max-layers = {}` leaves none for the image's own",
-            spec.max_layers
-        ))
-        .hint("raise `max-layers` in [package.metadata.oci], or use a base with fewer layers")
-        .into());
+) -> Result<Option<(Index, Option<Index>)>> {
+    if platforms.len() < 2 {
+        return Ok(None);
     }
-
-    let mut executables = vec![
-        Executable {
-            host_path: artifact.path.clone(),
-            image_path: format!("{}/{}", plan::IMAGE_PATH, spec.build.bin),
-        },
-        Executable {
-            host_path: helper.clone(),
-            image_path: "/bin/entrypoint".into(),
-        },
-    ];
-    for (bin, path) in &artifact.extra {
-        executables.push(Executable {
-            host_path: path.clone(),
-            image_path: format!("{}/{bin}", plan::IMAGE_PATH),
-        });
-    }
-    executables.extend(runtime_inputs.iter().filter_map(tools::Program::executable));
-    let opts = ClosureOptions {
-        extra_libs: spec.extra_libs.clone(),
-        ..ClosureOptions::new(&sysroot)
-    };
-    let foreign = artifact.target != host;
-    let explain = |e: closure::ClosureError| -> anyhow::Error {
-        match &e {
-            closure::ClosureError::LibraryNotFound {
-                name,
-                needed_by,
-                searched,
-            } if foreign => target::missing_library(
-                name,
-                needed_by,
-                searched,
-                &artifact.target,
-                crate::oci::platform::ElfArch {
-                    machine: info.machine,
-                    class64: info.class64,
-                    little_endian: info.little_endian,
-                },
-                &sysroot,
-            )
-            .into(),
-            _ => e.into(),
-        }
-    };
-    let closure = closure::resolve(&executables, &opts).map_err(explain)?;
-
-    let debug_tools = spec
-        .debug
-        .as_ref()
-        .map(|d| {
-            tools::debug_tools(
-                d.inputs.as_deref(),
-                info.machine,
-                &sysroot,
-                &spec.build.manifest_path,
-            )
-        })
-        .transpose()?;
-    let debug_closure = match &debug_tools {
-        Some(t) => {
-            let exes: Vec<Executable> = t
-                .programs
-                .iter()
-                .filter_map(tools::Program::executable)
-                .collect();
-            let mut c = closure::resolve(&exes, &ClosureOptions::new(&sysroot)).map_err(explain)?;
-            c.objects
-                .retain(|o| !closure.objects.iter().any(|s| s.image_path == o.image_path));
-            Some(c)
-        }
-        None => None,
-    };
-
-    let ca_bundle = if spec.ca_certificates {
-        let p = PathBuf::from(CA_BUNDLE);
-        if !p.is_file() {
-            return Err(UsageError::new(format!("the host has no CA bundle at {CA_BUNDLE} to put in the image"))
-                .hint("install the ca-certificates package, or set `ca-certificates = false` in [package.metadata.oci]")
-                .into());
-        }
-        Some(p)
-    } else {
-        None
-    };
-
-    let mut plan = plan::plan(&plan::Inputs {
-        spec,
-        service: artifact.path.clone(),
-        helper,
-        closure: &closure,
-        ca_bundle,
-        runtime_inputs: &runtime_inputs,
-        probe_bins: &artifact.extra,
-        debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
-    })?;
-    // The debug variant adds one layer on top: keep room for it in the budget.
-    let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
-    plan.layers = crate::build::layering::fit(plan.layers, budget);
-    let all: Vec<&plan::LayerPlan> = plan
-        .layers
+    let images = platforms.iter().map(|p| p.image.clone()).collect();
+    let index = Index::make(store, images, &spec.tags, None)?;
+    let debug = match platforms
         .iter()
-        .chain(plan.debug_layer.as_ref())
-        .collect();
-    let mut layers = write_layers(
-        &store,
-        target_dir,
-        &all,
-        spec.mtime,
-        req.compression,
-        report,
-    )?;
-    let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
-    let user_path = spec.runtime.env.contains_key("PATH");
-    let mut image =
-        crate::build::assemble::assemble(&store, spec, &plan.env, layers.clone(), &platform, None)?;
-    if let Some(base) = &base {
-        image = crate::build::rebase::rebase(&store, image, base, user_path)?;
-    }
-    report.detail(&format!(
-        "closure: {} objects; {} layers, {} bytes compressed",
-        closure.objects.len(),
-        image.layers.len(),
-        image.layers.iter().map(|l| l.blob.size).sum::<u64>()
-    ));
-    let debug = match debug_layer {
-        Some(dl) => {
-            let mut all = layers;
-            all.push(dl);
-            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
-            let mut d = crate::build::assemble::assemble(
-                &store,
-                spec,
-                &plan.env,
-                all,
-                &platform,
-                Some(tags.clone()),
-            )?;
-            if let Some(base) = &base {
-                d = crate::build::rebase::rebase(&store, d, base, user_path)?;
-                d.tags = tags;
-            }
-            Some(d)
+        .map(|p| p.debug.clone())
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(d) => {
+            let tags = index.tags.iter().map(|t| format!("{t}-debug")).collect();
+            Some(Index::make(store, d, &[], Some(tags))?)
         }
         None => None,
     };
-    for repair in store.take_repairs() {
-        report.warn(&format!("repaired a damaged cache entry: {repair}"));
-    }
-    Ok((image, debug, closure, plan))
+    report.detail(&format!(
+        "index {} of {}",
+        index.blob.digest,
+        index.platforms().join(", ")
+    ));
+    Ok(Some((index, debug)))
 }
 
-/// Writes every layer at once (through the layer cache): the small ones compress while the big
-/// one does, instead of leaving cores idle at the end of each layer. Reports what it did.
-fn write_layers(
-    store: &Store,
-    target_dir: &Path,
-    all: &[&plan::LayerPlan],
-    mtime: u64,
-    codec: Codec,
-    report: &Reporter,
-) -> Result<Vec<crate::oci::layer::Layer>> {
-    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
-    let comp = Compression::new(codec);
-    let total = all
-        .iter()
-        .map(|l| crate::build::layer_writer::tar_size_estimate(l))
-        .sum();
-    let progress = report.progress("Compressing", &format!("{} layers", all.len()), Some(total));
-    let layers = std::thread::scope(|s| {
-        let jobs: Vec<_> = all
+/// The platform single-image sinks take: the one named, else the host's, else the first.
+fn pick_platform(
+    platforms: &[PlatformBuilt],
+    named: Option<&str>,
+    spec: &ImageSpec,
+) -> Result<usize> {
+    if let Some(p) = named {
+        let arch = p.strip_prefix("linux/").unwrap_or(p);
+        let arch = arch.split('/').next().unwrap_or(arch);
+        return Ok(platforms
             .iter()
-            .map(|l| {
-                let (progress, cache, store) = (&progress, &cache, &store);
-                s.spawn(move || {
-                    let written = cache.layer(store, l, mtime, comp);
-                    progress.inc(crate::build::layer_writer::tar_size_estimate(l));
-                    written
-                })
-            })
-            .collect();
-        jobs.into_iter()
-            .map(|j| {
-                j.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a layer writer panicked")))
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let reused = layers.iter().filter(|l| l.reused).count();
-    progress.finish(
-        if reused == layers.len() {
-            "Reused"
-        } else {
-            "Compressed"
-        },
-        &format!(
-            "{} layers: {} -> {}{}",
-            layers.len(),
-            reporter::bytes(layers.iter().map(|l| l.tar_size).sum()),
-            reporter::bytes(layers.iter().map(|l| l.blob.size).sum()),
-            if reused > 0 {
-                format!(" ({reused} unchanged, reused)")
-            } else {
-                String::new()
-            }
-        ),
-    );
-    let width = layers.iter().map(|l| l.role.len()).max().unwrap_or(0);
-    for l in &layers {
-        report.status(
-            "",
-            &format!(
-                "{:<width$}  {:>10} -> {:>10}  {}{}",
-                l.role,
-                reporter::bytes(l.tar_size),
-                reporter::bytes(l.blob.size),
-                l.blob.digest.short(),
-                if l.reused { "  reused" } else { "" }
-            ),
-        );
+            .position(|b| b.image.architecture == arch)
+            .ok_or_else(|| {
+                UsageError::new(format!("--platform {p} is not one of the targets built"))
+                    .hint("name a --platform that one of the --target options builds")
+            })?);
     }
-    Ok(layers)
+    let host = cargo::host_triple(&spec.build.package_dir)?;
+    let host_arch = target::arch_of(&host).ok().map(|a| a.machine);
+    Ok(platforms
+        .iter()
+        .position(|b| target::arch_of(&b.target).ok().map(|a| a.machine) == host_arch)
+        .unwrap_or(0))
 }

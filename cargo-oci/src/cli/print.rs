@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::build::pipeline::Built;
 use crate::commands::build::Made;
 use crate::sink::push::{Pushed, Transfer};
 use crate::sink::Delivered;
@@ -10,9 +11,9 @@ use crate::util::reporter::{Reporter, Verbosity};
 
 use super::*;
 
-pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
+pub(super) fn print_pushed(p: &Pushed, built: &Built, format: MessageFormat, report: &Reporter) {
     if let Some(index) = &p.index {
-        return print_pushed_index(p, index, format, report);
+        return print_pushed_index(p, index, built, format, report);
     }
     let img = &p.image;
     let pinned = format!("{}@{}", p.name, img.manifest.digest);
@@ -34,6 +35,8 @@ pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter)
             json!({
                 "reason": "image-pushed",
                 "name": p.name.full,
+                "package": built.package,
+                "profile": built.profile,
                 "registry": p.name.registry,
                 "repository": p.name.repository,
                 "digest": img.manifest.digest,
@@ -60,6 +63,7 @@ pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter)
 fn print_pushed_index(
     p: &Pushed,
     index: &crate::oci::index::Index,
+    built: &Built,
     format: MessageFormat,
     report: &Reporter,
 ) {
@@ -84,6 +88,8 @@ fn print_pushed_index(
             json!({
                 "reason": "image-pushed",
                 "name": p.name.full,
+                "package": built.package,
+                "profile": built.profile,
                 "registry": p.name.registry,
                 "repository": p.name.repository,
                 "digest": digest,
@@ -133,12 +139,17 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
     };
     let stream = matches!(delivered, Delivered::Stdout);
     if let Some(p) = &path {
-        report.status("Finished", &format!("{fmt} image at {}", p.display()));
+        report.status(
+            "Finished",
+            &format!("{fmt} image at {} (`{}` profile)", p.display(), b.profile),
+        );
     }
     let lines = match (&b.index, format) {
         (Some((index, debug)), MessageFormat::Json) => vec![json!({
             "reason": "image-built",
             "name": index.name.full,
+            "package": b.package,
+            "profile": b.profile,
             "tags": index.tags,
             "references": index.references(),
             "content_tag": index.content_tag,
@@ -172,6 +183,8 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
             for (k, x) in [
                 ("reason", json!("image-built")),
                 ("name", json!(img.name.full)),
+                ("package", json!(b.package)),
+                ("profile", json!(b.profile)),
                 ("tags", json!(img.tags)),
                 ("references", json!(img.references())),
                 ("content_tag", json!(img.content_tag)),

@@ -39,6 +39,16 @@ pub struct RawOci {
     pub files: Option<Vec<RawFile>>,
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
+    /// One image per binary (instead of `bin`).
+    pub bins: Option<Vec<String>>,
+    /// Other binaries of the package installed next to the service in `/bin`, built along.
+    pub extra_bins: Option<Vec<String>>,
+    /// The cargo profile the image's binaries are built with.
+    pub profile: Option<String>,
+    /// Features of the package turned on for the build.
+    pub features: Option<Vec<String>>,
+    /// `[workspace.metadata.oci]` only: `--workspace` takes every member with a binary.
+    pub all_binaries: Option<bool>,
     /// OCI platforms (`linux/arm64`) or Rust targets (`aarch64-unknown-linux-musl`).
     pub platforms: Option<Vec<String>>,
 }
@@ -174,6 +184,11 @@ impl RawOci {
             files: self.files.or(defaults.files),
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
+            bins: self.bins.or(defaults.bins),
+            extra_bins: self.extra_bins.or(defaults.extra_bins),
+            profile: self.profile.or(defaults.profile),
+            features: self.features.or(defaults.features),
+            all_binaries: self.all_binaries.or(defaults.all_binaries),
             platforms: self.platforms.or(defaults.platforms),
         }
     }

@@ -148,30 +148,36 @@ pub fn debug_spec(v: &serde_json::Value) -> Result<Option<DebugSpec>, Invalid> {
     }
 }
 
-/// Replaces `{version}` and `{package}` in a tag.
-pub fn expand_tag(tag: &str, package: &Package) -> Result<String, String> {
+/// Replaces `{version}`, `{package}` and `{bin}` in a tag or an image name.
+pub fn expand_placeholders(text: &str, package: &Package, bin: &str) -> Result<String, String> {
     let mut out = String::new();
-    let mut rest = tag;
+    let mut rest = text;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let end = rest[start..]
             .find('}')
-            .ok_or_else(|| format!("`{tag}` has an unclosed `{{`"))?
+            .ok_or_else(|| format!("`{text}` has an unclosed `{{`"))?
             + start;
         match &rest[start + 1..end] {
             "version" => out.push_str(&package.version.to_string()),
             "package" => out.push_str(package.name.as_str()),
+            "bin" => out.push_str(bin),
             other => {
                 return Err(format!(
-                    "`{tag}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}})"
+                    "`{text}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}}, {{bin}})"
                 ))
             }
         }
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    // Semver build metadata (`+`) is not allowed in tags; registries use `_` by convention.
-    Ok(out.replace('+', "_"))
+    Ok(out)
+}
+
+/// A tag with its placeholders replaced. Semver build metadata (`+`) is not allowed in tags;
+/// registries use `_` by convention.
+pub fn expand_tag(tag: &str, package: &Package, bin: &str) -> Result<String, String> {
+    Ok(expand_placeholders(tag, package, bin)?.replace('+', "_"))
 }
 
 pub fn validate_port(p: &str) -> Result<(), String> {
@@ -192,6 +198,37 @@ pub fn parse_created(s: &str) -> Result<u64, String> {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .map_err(|_| format!("`{s}` is before 1970"))
+}
+
+/// `platforms` as Rust targets, in order.
+pub(crate) fn platform_targets(platforms: Option<&[String]>) -> Result<Vec<String>, Invalid> {
+    platforms
+        .unwrap_or_default()
+        .iter()
+        .map(|p| platform_target(p))
+        .collect()
+}
+
+/// A `platforms` entry as a Rust target: an OCI platform (`linux/arm64`, glibc) or a target.
+fn platform_target(p: &str) -> Result<String, Invalid> {
+    if p.contains('/') {
+        crate::oci::platform::rust_target(p, false).ok_or_else(|| {
+            invalid(
+                format!("`{p}` is not a platform cargo-oci can build for"),
+                format!(
+                    "use one of {}, or a Rust target such as \"aarch64-unknown-linux-musl\"",
+                    crate::oci::platform::known_platforms().join(", ")
+                ),
+            )
+        })
+    } else if p.contains("-linux-") && crate::oci::platform::ElfArch::of_rust_target(p).is_some() {
+        Ok(p.to_string())
+    } else {
+        Err(invalid(
+            format!("`{p}` is neither an OCI platform nor a Linux Rust target"),
+            "write \"linux/amd64\", \"linux/arm64\" or a target such as \"aarch64-unknown-linux-gnu\"",
+        ))
+    }
 }
 
 #[cfg(test)]
