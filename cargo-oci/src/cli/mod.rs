@@ -17,6 +17,7 @@ use crate::sink::load;
 use crate::sink::push::PushRequest;
 use crate::sink::{Delivered, Output, Sink};
 use crate::util::error::UsageError;
+use crate::util::reporter::Reporter;
 
 /// Writes a result to stdout. A reader that went away (`| head`) has all it wanted: the command
 /// ends quietly instead of panicking; any other write error is reported.
@@ -52,13 +53,84 @@ pub use args::*;
 use print::{print_built, print_pushed};
 
 /// Parses the arguments, accepting both `cargo oci build` (cargo passes `oci` first) and
-/// `cargo-oci build`.
+/// `cargo-oci build`. A bad command line ends the process with clap's message and exit 2; with
+/// `--message-format json` that message is a JSON error object on stdout.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Cli {
     let mut args: Vec<OsString> = args.into_iter().collect();
     if args.get(1).is_some_and(|a| a == "oci") {
         args.remove(1);
     }
-    Cli::parse_from(args)
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && json_requested(&args) => {
+            let text = e.render().to_string();
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let message = lines
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string();
+            let help = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("tip: "))
+                .map(str::to_string);
+            outln!(
+                "{}",
+                json!({
+                    "reason": "error",
+                    "message": message,
+                    "help": help.unwrap_or_else(|| "see `cargo oci help`".into()),
+                    "causes": [],
+                    "exit_code": 2,
+                })
+            );
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Whether the raw command line asks for JSON messages.
+fn json_requested(args: &[OsString]) -> bool {
+    args.iter()
+        .zip(args.iter().skip(1).map(Some).chain([None]))
+        .any(|(a, next)| {
+            a == "--message-format=json"
+                || (a == "--message-format" && next.is_some_and(|n| n == "json"))
+        })
+}
+
+impl Cli {
+    /// The `--message-format` of the command.
+    pub fn message_format(&self) -> MessageFormat {
+        let c = match &self.command {
+            Command::Build(a) => &a.image.common,
+            Command::Load(a) => &a.image.common,
+            Command::Inspect(a) => &a.image.common,
+            Command::New(a) => &a.common,
+            Command::Init(a) => &a.common,
+            Command::Push(a) => &a.image.common,
+            Command::Bundle(a) => &a.image.common,
+            Command::Export(a) => &a.image.common,
+            Command::Merge(a) => &a.common,
+            Command::Clean(a) => &a.common,
+        };
+        c.message_format
+    }
+}
+
+/// Tells an error the way the command line asked: on stderr for people (`error: ...`, each
+/// cause, the help line), or as one JSON object on stdout (`--message-format json`).
+pub fn report_error(err: &anyhow::Error, format: MessageFormat) {
+    match format {
+        MessageFormat::Json => outln!("{}", crate::util::error::to_json(err)),
+        MessageFormat::Human => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -240,7 +312,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.image.common.reporter();
             let made = build_and_deliver(
                 &a.image.request(),
-                |conf| Ok(vec![Box::new(push_request(&a, conf)?) as Box<dyn Sink>]),
+                |conf| {
+                    Ok(vec![
+                        Box::new(push_request(&a, conf, &report)?) as Box<dyn Sink>
+                    ])
+                },
                 &report,
             )?;
             for (_, delivered) in &made.delivered {
@@ -255,7 +331,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
+fn push_request(a: &PushArgs, conf: &Configured, report: &Reporter) -> Result<PushRequest> {
     let destination =
         a.to.as_deref()
             .map(|t| {
@@ -264,6 +340,13 @@ fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
                 })
             })
             .transpose()?;
+    if destination.is_none() && !conf.spec.name_configured {
+        let name = &conf.spec.name;
+        report.warn(&format!(
+            "no `name` in [package.metadata.oci]: pushing to {} on {} (set `name`, or pass --to)",
+            name.full, name.registry
+        ));
+    }
     let credential = match &a.username {
         Some(username) if a.password_stdin => {
             let mut password = String::new();
@@ -292,7 +375,7 @@ fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
         destination,
         credential,
         client: a.image.registry.options(),
-        jobs: usize::from(a.jobs),
+        jobs: usize::from(a.upload_jobs),
         chunk_size: a.chunk_size,
         cache_dir: conf.oci_dir(),
     })

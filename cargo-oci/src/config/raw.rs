@@ -39,6 +39,8 @@ pub struct RawOci {
     pub files: Option<Vec<RawFile>>,
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
+    pub stop_signal: Option<String>,
+    pub content_tag: Option<bool>,
 }
 
 /// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
@@ -172,6 +174,8 @@ impl RawOci {
             files: self.files.or(defaults.files),
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
+            stop_signal: self.stop_signal.or(defaults.stop_signal),
+            content_tag: self.content_tag.or(defaults.content_tag),
         }
     }
 }

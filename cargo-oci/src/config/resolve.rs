@@ -7,12 +7,13 @@ use std::path::{Component, Path, PathBuf};
 use cargo_metadata::{Metadata, Package};
 
 use crate::config::env::ConfigEnv;
-use crate::config::package::{choose_bin, default_labels, Selection, LABEL_PREFIX};
+use crate::config::package::{choose_bin, default_labels, default_name, Selection, LABEL_PREFIX};
 use crate::config::paths::{normalize, owned_by_image, volume_conflict};
 use crate::config::raw::{RawFile, RawOci};
 use crate::config::spec::{BuildSpec, Created, FileSpec, ImageSpec, PermSpec, RuntimeConfig};
 use crate::config::validate::{
-    debug_spec, expand_tag, invalid, parse_created, plain_text, probe, validate_port, Invalid,
+    debug_spec, expand_tag, invalid, parse_created, plain_text, probe, stop_signal, validate_port,
+    Invalid,
 };
 use crate::oci::reference::{validate_tag, ImageName};
 use crate::util::error::UsageError;
@@ -59,7 +60,10 @@ pub fn image_spec_with(
     // Symlinks resolved, so that `files` sources can be checked against it.
     let package_dir = package_dir.canonicalize().unwrap_or(package_dir);
 
-    let name_text = raw.name.clone().unwrap_or_else(|| package.name.to_string());
+    let name_text = raw
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(package.name.as_str()));
     let name = ImageName::parse(&name_text).map_err(|m| {
         err(
             "name",
@@ -70,23 +74,46 @@ pub fn image_spec_with(
         )
     })?;
 
-    let bin = choose_bin(package, sel.bin.as_deref().or(raw.bin.as_deref()), manifest)?;
+    let bin = match &sel.bin {
+        Some(b) => choose_bin(package, Some(b), None)?,
+        None => choose_bin(package, raw.bin.as_deref(), Some(manifest))?,
+    };
 
     let tag_help = "tags are up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`; {version} and {package} are expanded";
     let mut tags = Vec::new();
-    for t in raw
-        .tags
-        .clone()
-        .unwrap_or_else(|| vec!["latest".into()])
-        .iter()
-        .chain(&sel.tags)
-    {
-        let t = expand_tag(t, package).map_err(|m| err("tags", invalid(m, tag_help)))?;
+    for t in raw.tags.clone().unwrap_or_else(|| vec!["latest".into()]) {
+        let t = expand_tag(&t, package).map_err(|m| err("tags", invalid(m, tag_help)))?;
         validate_tag(&t).map_err(|m| err("tags", invalid(m, tag_help)))?;
         if !tags.contains(&t) {
             tags.push(t);
         }
     }
+    // Tags of the command line are the command line's errors, not the manifest's.
+    for t in &sel.tags {
+        let t = expand_tag(t, package)
+            .and_then(|t| validate_tag(&t).map(|_| t))
+            .map_err(|m| UsageError::new(format!("--tag: {m}")).hint(tag_help))?;
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+
+    let content_tag = raw.content_tag.unwrap_or(true);
+    if tags.is_empty() && !content_tag {
+        return Err(err(
+            "tags",
+            invalid(
+                "the image would have no tag: `tags` is empty and `content-tag = false`",
+                "name a tag, such as tags = [\"latest\"], or drop `content-tag = false`",
+            ),
+        ));
+    }
+    let stop_signal = raw
+        .stop_signal
+        .as_deref()
+        .map(stop_signal)
+        .transpose()
+        .map_err(|m| err("stop-signal", m))?;
 
     let env = raw.env.clone().unwrap_or_default();
     for k in env.keys() {
@@ -226,10 +253,39 @@ pub fn image_spec_with(
         .map(|p| probe(p, "ready", package))
         .transpose()
         .map_err(|m| err("ready", m))?;
-    let debug = match &raw.debug {
+    let mut debug = match &raw.debug {
         None => None,
         Some(v) => debug_spec(v).map_err(|m| err("debug", m))?,
     };
+    if let Some(d) = debug.as_mut() {
+        if let Some(raw_tags) = d.tags.take() {
+            let mut debug_tags = Vec::new();
+            for t in &raw_tags {
+                let t =
+                    expand_tag(t, package).map_err(|m| err("debug.tags", invalid(m, tag_help)))?;
+                validate_tag(&t).map_err(|m| err("debug.tags", invalid(m, tag_help)))?;
+                if tags.contains(&t) {
+                    return Err(err(
+                        "debug.tags",
+                        invalid(
+                            format!("`{t}` is also a tag of the standard image"),
+                            "give the debug variant tags of its own, such as \"debug\"",
+                        ),
+                    ));
+                }
+                if !debug_tags.contains(&t) {
+                    debug_tags.push(t);
+                }
+            }
+            if debug_tags.is_empty() {
+                return Err(err(
+                    "debug.tags",
+                    invalid("the debug variant would have no tag", "name one, such as tags = [\"debug\"], or leave `tags` out for `<tag>-debug`"),
+                ));
+            }
+            d.tags = Some(debug_tags);
+        }
+    }
 
     let mut files = Vec::new();
     for (i, f) in raw.files.iter().flatten().enumerate() {
@@ -293,6 +349,7 @@ pub fn image_spec_with(
             bin,
         },
         name,
+        name_configured: raw.name.is_some(),
         tags,
         runtime: RuntimeConfig {
             args: raw.args.clone().unwrap_or_default(),
@@ -304,6 +361,7 @@ pub fn image_spec_with(
             volumes,
             labels,
             created,
+            stop_signal,
         },
         extra_libs,
         ca_certificates: raw.ca_certificates.unwrap_or(true),
@@ -317,6 +375,7 @@ pub fn image_spec_with(
         files,
         perms,
         init: raw.init.unwrap_or(false),
+        content_tag,
     })
 }
 

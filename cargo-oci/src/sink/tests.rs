@@ -31,6 +31,7 @@ fn spec() -> ImageSpec {
             bin: "app".into(),
         },
         name: ImageName::parse("localhost/unit/app").unwrap(),
+        name_configured: true,
         tags: vec!["1.2.3".into(), "latest".into()],
         runtime: RuntimeConfig {
             args: vec!["serve".into()],
@@ -42,6 +43,7 @@ fn spec() -> ImageSpec {
             volumes: vec![],
             labels: BTreeMap::from([("vendor".to_string(), "unit".to_string())]),
             created: Created::Epoch(1),
+            stop_signal: None,
         },
         extra_libs: vec![],
         ca_certificates: false,
@@ -55,6 +57,7 @@ fn spec() -> ImageSpec {
         files: vec![],
         perms: vec![],
         init: false,
+        content_tag: true,
     }
 }
 
