@@ -64,6 +64,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Cli {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() && json_requested(&args) => {
             let text = e.render().to_string();
+            eprint!("{text}");
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             let message = lines
                 .next()
@@ -119,17 +120,15 @@ impl Cli {
     }
 }
 
-/// Tells an error the way the command line asked: on stderr for people (`error: ...`, each
-/// cause, the help line), or as one JSON object on stdout (`--message-format json`).
+/// Tells an error: on stderr for people (`error: ...`, each cause, the help line), and with
+/// `--message-format json` also as one JSON object on stdout, for programs.
 pub fn report_error(err: &anyhow::Error, format: MessageFormat) {
-    match format {
-        MessageFormat::Json => outln!("{}", crate::util::error::to_json(err)),
-        MessageFormat::Human => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-        }
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if format == MessageFormat::Json {
+        outln!("{}", crate::util::error::to_json(err));
     }
 }
 
