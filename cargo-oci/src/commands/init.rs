@@ -27,10 +27,8 @@ pub struct Initialized {
 /// binary).
 fn binaries(manifest: &Path) -> Option<(Vec<String>, Option<String>)> {
     let meta = crate::config::cargo_metadata(&crate::config::Selection {
-        package: None,
-        bin: None,
         manifest_path: Some(manifest.to_path_buf()),
-        tags: Vec::new(),
+        ..Default::default()
     })
     .ok()?;
     let wanted = manifest.canonicalize().ok()?;

@@ -187,6 +187,21 @@ fn as_checked(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A cargo profile name: what `--profile` takes.
+pub fn profile_name(p: &str) -> Result<String, Invalid> {
+    if p.is_empty()
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            format!("`{}` is not a profile name", p.escape_debug()),
+            "name a profile such as \"release\" or one of [profile.NAME] in the workspace's Cargo.toml",
+        ));
+    }
+    Ok(p.to_string())
+}
+
 /// The signals a service may ask to be stopped with, as the image config's `StopSignal` names
 /// them (numbers shared by every Linux architecture cargo-oci builds for).
 const STOP_SIGNALS: [(&str, u8); 7] = [
@@ -222,30 +237,36 @@ pub fn stop_signal(text: &str) -> Result<String, Invalid> {
         })
 }
 
-/// Replaces `{version}` and `{package}` in a tag.
-pub fn expand_tag(tag: &str, package: &Package) -> Result<String, String> {
+/// Replaces `{version}`, `{package}` and `{bin}` in a tag or an image name.
+pub fn expand_placeholders(text: &str, package: &Package, bin: &str) -> Result<String, String> {
     let mut out = String::new();
-    let mut rest = tag;
+    let mut rest = text;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let end = rest[start..]
             .find('}')
-            .ok_or_else(|| format!("`{tag}` has an unclosed `{{`"))?
+            .ok_or_else(|| format!("`{text}` has an unclosed `{{`"))?
             + start;
         match &rest[start + 1..end] {
             "version" => out.push_str(&package.version.to_string()),
             "package" => out.push_str(package.name.as_str()),
+            "bin" => out.push_str(bin),
             other => {
                 return Err(format!(
-                    "`{tag}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}})"
+                    "`{text}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}}, {{bin}})"
                 ))
             }
         }
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    // Semver build metadata (`+`) is not allowed in tags; registries use `_` by convention.
-    Ok(out.replace('+', "_"))
+    Ok(out)
+}
+
+/// A tag with its placeholders replaced. Semver build metadata (`+`) is not allowed in tags;
+/// registries use `_` by convention.
+pub fn expand_tag(tag: &str, package: &Package, bin: &str) -> Result<String, String> {
+    Ok(expand_placeholders(tag, package, bin)?.replace('+', "_"))
 }
 
 pub fn validate_port(p: &str) -> Result<(), String> {
