@@ -307,6 +307,22 @@ fn bad_selections_exit_2_with_help_before_any_build() {
     let out = run(oci_in(&ws, &ws, &["build", "--exclude", "billing"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workspace"));
+    // One cargo run has one profile: members asking for different ones are refused.
+    let multi = ws.join("services/multi/Cargo.toml");
+    let text = std::fs::read_to_string(&multi).unwrap();
+    std::fs::write(
+        &multi,
+        text.replace(
+            "[package.metadata.oci]\n",
+            "[package.metadata.oci]\nprofile = \"dev\"\n",
+        ),
+    )
+    .unwrap();
+    fails_with_2(
+        run(oci_in(&ws, &ws, &["build", "--workspace"])),
+        &["profile `dev`", "multi", "one cargo build has one profile"],
+    );
+    std::fs::write(&multi, text).unwrap();
     // A placeholder nobody knows, written in the workspace's table: the error names that table
     // and file, not the member's.
     let manifest = ws.join("Cargo.toml");

@@ -487,7 +487,7 @@ fn write_layers(
             "Compressed"
         },
         &format!(
-            "{} layers of {name}: {} -> {}{}",
+            "{name}, {} layers: {} -> {}{}",
             layers.len(),
             reporter::bytes(layers.iter().map(|l| l.tar_size).sum()),
             reporter::bytes(layers.iter().map(|l| l.blob.size).sum()),
