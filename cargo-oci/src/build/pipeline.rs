@@ -11,6 +11,7 @@ use crate::build::cargo::{self, Artifact, CargoFlags};
 use crate::build::closure::{self, Closure, ClosureOptions, Executable};
 use crate::build::layer_cache::LayerCache;
 use crate::build::plan::{self, CA_BUNDLE};
+use crate::build::sbom;
 use crate::build::tools;
 use crate::config::{self, ImageSpec, Selection};
 use crate::oci::compress::{Codec, Compression};
@@ -32,6 +33,10 @@ pub struct BuildRequest {
     pub compression: Codec,
     /// How a registry holding the base image is reached (`--ca-file`, `--insecure-registry`).
     pub registry: ClientOptions,
+    /// The SBOM to write beside the output (`--sbom`), if any.
+    pub sbom: Option<sbom::Format>,
+    /// Where to write it instead (`--sbom-output`).
+    pub sbom_output: Option<PathBuf>,
 }
 
 /// The configuration of a build, read before anything is built.
@@ -67,6 +72,8 @@ pub struct Built {
     pub plan: plan::Plan,
     /// The store holding every blob of the images.
     pub store: Store,
+    /// What the image is made of: crates, Debian packages, files (for its SBOM).
+    pub inventory: sbom::Inventory,
 }
 
 impl Built {
@@ -123,12 +130,22 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
     );
     let (image, debug, closure, plan) = assemble(&spec, &artifact, &target_dir, req, report)?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
+    let crates = sbom::crates::resolve(
+        &spec.build.manifest_path,
+        &spec.build.package,
+        &artifact.target,
+        &req.cargo,
+    )?;
+    let binary = format!("{}/{}", plan::IMAGE_PATH, spec.build.bin);
+    let mut inventory = sbom::gather(&plan, crates, &binary, Path::new("/"))?;
+    inventory.created = spec.mtime;
     Ok(Built {
         image,
         debug,
         closure,
         plan,
         store,
+        inventory,
     })
 }
 
