@@ -24,6 +24,40 @@ if command -v rustup >/dev/null 2>&1; then
     || rustup target add x86_64-unknown-linux-musl
 fi
 
+# Other architectures: qemu runs arm64 programs (binfmt handlers need binfmt_misc mounted), the
+# cross linker links them, and the arm64 libraries come as a multiarch install (dpkg's arm64
+# architecture: /lib/aarch64-linux-gnu, /usr/lib/aarch64-linux-gnu, /lib/ld-linux-aarch64.so.1).
+if [ -d /proc/sys/fs/binfmt_misc ] && [ -z "$(ls -A /proc/sys/fs/binfmt_misc 2>/dev/null)" ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+    || echo "install-test-tools: could not mount binfmt_misc; arm64 images will not run" >&2
+fi
+cross_pkgs=(qemu-user-static binfmt-support gcc-aarch64-linux-gnu
+            libc6:arm64 libgcc-s1:arm64 libssl3:arm64 zlib1g:arm64 libssl-dev:arm64 zlib1g-dev:arm64)
+cross_missing=()
+for p in "${cross_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || cross_missing+=("$p")
+done
+if [ "${#cross_missing[@]}" -gt 0 ]; then
+  echo "install-test-tools: installing ${cross_missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${cross_missing[@]}" >/dev/null
+fi
+# qemu's handlers are registered by its install; register them again when binfmt_misc was mounted
+# after it (a fresh boot of a machine that already has the packages).
+if [ -d /proc/sys/fs/binfmt_misc ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+   && command -v update-binfmts >/dev/null 2>&1; then
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+fi
+if command -v rustup >/dev/null 2>&1; then
+  for t in aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
+    rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+  done
+fi
+
 # podman: runc instead of crun (cgroups hybrid mode), ulimits we are allowed to set, file events.
 conf=/etc/containers/containers.conf
 want='# written by cargo-oci scripts/install-test-tools.sh

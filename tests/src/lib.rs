@@ -102,11 +102,18 @@ pub fn ok(mut cmd: impl BorrowMut<Command>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The per-machine cache the tests use instead of the user's (`CARGO_OCI_CACHE_DIR`): contract
+/// helpers built for other targets than the host's.
+pub fn test_cache_dir() -> PathBuf {
+    examples_target_dir().join("cargo-oci-cache")
+}
+
 /// `cargo oci ARGS` in `dir`, as cargo runs its subcommands.
 pub fn cargo_oci(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(cargo_oci_bin());
     c.arg("oci").args(args).current_dir(dir);
     c.env("CARGO_TARGET_DIR", examples_target_dir());
+    c.env("CARGO_OCI_CACHE_DIR", test_cache_dir());
     c.env_remove("SOURCE_DATE_EPOCH");
     c
 }
@@ -208,9 +215,8 @@ pub fn write_script(path: &Path, text: &str) {
     );
 }
 
-/// A private target directory under `tmp` holding a copy of the shared build's http-hello binary
-/// and contract helper cache, so that `--no-build` packages it without touching the shared
-/// target directory.
+/// A private target directory under `tmp` holding a copy of the shared build's http-hello binary,
+/// so that `--no-build` packages it without touching the shared target directory.
 pub fn private_target(tmp: &Path) -> PathBuf {
     let b = built("http-hello");
     assert!(b.layout.is_dir());
@@ -222,11 +228,6 @@ pub fn private_target(tmp: &Path) -> PathBuf {
         target.join("release/http-hello"),
     )
     .unwrap();
-    std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(shared.join("oci/.helper/bin"))
-        .arg(target.join("oci/.helper/")));
     target
 }
 

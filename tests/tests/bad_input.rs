@@ -22,7 +22,8 @@ fn package(dir: &Path, name: &str, extra: &str) -> PathBuf {
 fn oci(dir: &Path, args: &[&str]) -> std::process::Output {
     let mut c = Command::new(cargo_oci_bin());
     c.arg("oci").args(args).current_dir(dir);
-    c.env("CARGO_TARGET_DIR", dir.join("target"));
+    c.env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CARGO_OCI_CACHE_DIR", test_cache_dir());
     run(&mut c)
 }
 
@@ -309,7 +310,8 @@ fn oci_bounded(dir: &Path, args: &[&str]) -> std::process::Output {
     let (out, err) = (out_dir.path().join("out"), out_dir.path().join("err"));
     let mut c = Command::new(cargo_oci_bin());
     c.arg("oci").args(args).current_dir(dir);
-    c.env("CARGO_TARGET_DIR", dir.join("target"));
+    c.env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CARGO_OCI_CACHE_DIR", test_cache_dir());
     c.stdin(std::process::Stdio::null());
     c.stdout(std::fs::File::create(&out).unwrap());
     c.stderr(std::fs::File::create(&err).unwrap());
@@ -567,7 +569,8 @@ fn package_files_come_in_sealed() {
     c.args(["oci", "inspect", "--no-build", "--json", "--manifest-path"])
         .arg(&manifest)
         .current_dir(&elsewhere)
-        .env("CARGO_TARGET_DIR", p.join("target"));
+        .env("CARGO_TARGET_DIR", p.join("target"))
+        .env("CARGO_OCI_CACHE_DIR", test_cache_dir());
     let out = run(&mut c);
     assert!(
         out.status.success(),

@@ -285,6 +285,7 @@ fn metadata_fuzz() {
         let mut c = Command::new(cargo_oci_bin());
         c.arg("oci").args(args).current_dir(&pkg);
         c.env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_OCI_CACHE_DIR", test_cache_dir())
             .env_remove("SOURCE_DATE_EPOCH");
         c
     };

@@ -494,6 +494,7 @@ fn builds_are_reproducible_across_directories_and_times() {
     let tmp = tempfile::tempdir().unwrap();
     let digest = |dir: &Path, epoch: Option<&str>| {
         let mut c = Command::new(cargo_oci_bin());
+        c.env("CARGO_OCI_CACHE_DIR", test_cache_dir());
         c.args([
             "oci",
             "build",

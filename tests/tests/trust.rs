@@ -224,9 +224,20 @@ fn a_layer_record_pointing_at_another_blob_is_not_trusted() {
 fn another_program_over_the_cached_helper_is_not_used() {
     let tmp = tempfile::tempdir().unwrap();
     let target = private_target(tmp.path());
-    let (first, _) = build_ok(&target, &[]);
-    // Every cached helper (one per target) becomes another program.
-    let bin = target.join("oci/.helper/bin");
+    // A cache of its own: the helpers in it are about to be replaced.
+    let cache = tmp.path().join("cache");
+    let build_ok = |extra: &[&str]| {
+        let out = run(build(&target, extra).env("CARGO_OCI_CACHE_DIR", &cache));
+        let stderr = stderr(&out);
+        assert!(out.status.success(), "build failed:\n{stderr}");
+        let json: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        (json, stderr)
+    };
+    let (first, _) = build_ok(&[]);
+    // Every cached helper (the embedded one written out, or one built per target) becomes
+    // another program.
+    let bin = cache.join("helper/bin");
     let helpers: Vec<PathBuf> = std::fs::read_dir(&bin)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -239,7 +250,7 @@ fn another_program_over_the_cached_helper_is_not_used() {
     for h in &helpers {
         std::fs::copy(target.join("release/http-hello"), h).unwrap();
     }
-    let (again, err) = build_ok(&target, &[]);
+    let (again, err) = build_ok(&[]);
     assert_eq!(
         again["digest"], first["digest"],
         "the entrypoint is the helper"

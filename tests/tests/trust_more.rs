@@ -1,6 +1,6 @@
 //! More trust cases: errors about inputs never quote them (a `from` or `merge` input that is a
 //! secret file, a layout blob linked to one), a full disk is named as the cause (during the
-//! contract helper's build and while writing a layout or an archive, leaving no temporary file),
+//! contract helper's write to the cache and while writing a layout or an archive, leaving no temporary file),
 //! and a damaged cached base blob is fetched again, not used.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 const SECRET: &str = "FAKE-SECRET-hunter2-do-not-print";
 
 /// A copy of http-hello (on `from`, when given) with a target directory of its own holding the
-/// shared build's binary and cached contract helper, so that `--no-build` compiles nothing.
+/// shared build's binary, so that `--no-build` compiles nothing.
 struct App {
     dir: PathBuf,
     target: PathBuf,
@@ -32,12 +32,17 @@ impl App {
             None => copy_example("http-hello", &dir),
         }
         let target = tmp.path().join("target");
-        fill_target(&target, true);
+        fill_target(&target);
         App { dir, target, tmp }
     }
 
     /// `cargo oci build --release --no-build` with `extra` arguments, into `target`.
     fn build_in(&self, target: &Path, extra: &[&str]) -> Output {
+        run(self.build_cmd(target, extra))
+    }
+
+    /// The command of [`App::build_in`].
+    fn build_cmd(&self, target: &Path, extra: &[&str]) -> Command {
         let mut c = cargo_oci(
             &self.dir,
             &[
@@ -52,7 +57,7 @@ impl App {
         c.env("DOCKER_CONFIG", self.tmp.path())
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("CARGO_OCI_REGISTRY_USER");
-        run(c)
+        c
     }
 
     fn build(&self, extra: &[&str]) -> Output {
@@ -60,9 +65,8 @@ impl App {
     }
 }
 
-/// Puts the shared build's http-hello binary in `target` (and the cached contract helper when
-/// `helper`).
-fn fill_target(target: &Path, helper: bool) {
+/// Puts the shared build's http-hello binary in `target`.
+fn fill_target(target: &Path) {
     let shared = examples_target_dir();
     std::fs::create_dir_all(target.join("release")).unwrap();
     std::fs::copy(
@@ -70,13 +74,6 @@ fn fill_target(target: &Path, helper: bool) {
         target.join("release/http-hello"),
     )
     .unwrap();
-    if helper {
-        std::fs::create_dir_all(target.join("oci/.helper")).unwrap();
-        ok(Command::new("cp")
-            .arg("-r")
-            .arg(shared.join("oci/.helper/bin"))
-            .arg(target.join("oci/.helper/")));
-    }
 }
 
 fn stderr(out: &Output) -> String {
@@ -309,27 +306,31 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_full_disk_during_the_helper_build_is_named_as_the_cause() {
+fn a_full_disk_while_caching_the_helper_is_named_as_the_cause() {
     let app = App::new(None);
     let small = app.tmp.path().join("small");
-    let Some(_mounted) = Tmpfs::mount(&small, "1200k") else {
+    let Some(_mounted) = Tmpfs::mount(&small, "800k") else {
         return;
     };
-    // Room for the binary, not for compiling the contract helper.
-    fill_target(&small, false);
-    let out = app.build_in(&small, &[]);
+    // Room for the binary, not for the contract helper in the cache beside it.
+    fill_target(&small);
+    let cache = small.join("cache");
+    let out = run(app
+        .build_cmd(&small, &[])
+        .env("CARGO_OCI_CACHE_DIR", &cache));
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     let last = err.lines().rfind(|l| l.starts_with("error:"));
     let last = last.unwrap_or_default();
     assert!(
         last.contains("no space left on device")
-            && last.contains(&small.join("oci/.helper").display().to_string()),
+            && last.contains(&cache.join("helper").display().to_string()),
         "the error names the full disk:\n{err}"
     );
     assert!(
-        !err.contains("rustup target add"),
-        "the target is installed:\n{err}"
+        temporaries(&small).is_empty(),
+        "no temporary file is left: {:?}",
+        temporaries(&small)
     );
 }
 

@@ -1,8 +1,11 @@
-//! Compiles the contract helper (the program behind `/bin/entrypoint`, `/bin/runtime`, ...) for
-//! the image's target with the user's own toolchain and caches it under the target directory.
-//! Its source is embedded in cargo-oci; being std-only, its closure is libc's, a subset of any
-//! Rust service's, and it is static for static targets. The digest of each cached build is
-//! recorded beside it and checked before every use: a helper that differs is built again.
+//! Provides the contract helper (the program behind `/bin/entrypoint`, `/bin/runtime`, ...) for
+//! the image's target. For the target cargo-oci itself was built for, the helper is embedded in
+//! cargo-oci (compiled by `build.rs` with the toolchain that built cargo-oci): nothing is
+//! compiled. For any other target it is compiled once with the user's own toolchain and cached
+//! per machine ([`cache_dir`]), keyed by toolchain, target, flags and source. Being std-only, its
+//! closure is libc's, a subset of any Rust service's, and it is static for static targets. The
+//! digest of each cached helper is recorded beside it (for the embedded one: known in-process)
+//! and checked before every use: a helper that differs is written or built again.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,47 +14,71 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::build::cargo::{cargo_program, rustc_version_verbose};
+use crate::oci::digest::Digest as OciDigest;
 use crate::oci::store;
+use crate::util::error::UsageError;
 use crate::util::reporter::Reporter;
 
 /// The helper's source code.
 pub const SOURCE: &str = include_str!("../../../contract-helper/src/main.rs");
 
-const MANIFEST: &str = r#"[package]
-name = "cargo-oci-helper"
-version = "0.0.0"
-edition = "2021"
-publish = false
+/// The manifest (and release profile) the helper is built with, here and by `build.rs`.
+const MANIFEST: &str = include_str!("helper-manifest.toml");
 
-[[bin]]
-name = "cargo-oci-helper"
-path = "main.rs"
+/// The helper compiled for [`EMBEDDED_TARGET`] when cargo-oci was built (empty when that build
+/// failed: then it is compiled on first use like any other).
+const EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/contract-helper"));
 
-[workspace]
+/// The target cargo-oci was built for, the one of [`EMBEDDED`].
+pub const EMBEDDED_TARGET: &str = env!("CARGO_OCI_HELPER_TARGET");
 
-[profile.release]
-opt-level = "s"
-lto = true
-codegen-units = 1
-panic = "abort"
-strip = true
-debug = false
-"#;
+/// The environment variable that names the per-machine cache directory.
+pub const CACHE_DIR_VAR: &str = "CARGO_OCI_CACHE_DIR";
 
-/// Returns the path of the helper built for `target`, building it when the cache has none (or
-/// has one that is not what was built). `package_dir` is where the user's cargo configuration
-/// (linkers, rustflags) applies.
-pub fn ensure(
-    target_dir: &Path,
-    target: &str,
-    package_dir: &Path,
-    report: &Reporter,
-) -> Result<PathBuf> {
-    // Absolute: cargo runs in the package's directory, not in ours.
-    let root = std::path::absolute(target_dir)
-        .with_context(|| format!("cannot find {}", target_dir.display()))?
-        .join("oci")
-        .join(".helper");
+/// cargo-oci's per-machine cache: `$CARGO_OCI_CACHE_DIR`, else `$XDG_CACHE_HOME/cargo-oci`, else
+/// `~/.cache/cargo-oci`.
+pub fn cache_dir() -> Result<PathBuf> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(v) = std::env::var_os(CACHE_DIR_VAR).filter(|v| !v.is_empty()) {
+        return std::path::absolute(PathBuf::from(&v)).with_context(|| {
+            format!(
+                "cannot find ${CACHE_DIR_VAR} ({})",
+                PathBuf::from(v).display()
+            )
+        });
+    }
+    if let Some(x) = absolute(std::env::var_os("XDG_CACHE_HOME")) {
+        return Ok(x.join("cargo-oci"));
+    }
+    if let Some(h) = absolute(std::env::var_os("HOME")) {
+        return Ok(h.join(".cache").join("cargo-oci"));
+    }
+    Err(
+        UsageError::new("no cache directory for the contract helper: HOME is not set")
+            .hint(format!(
+                "set {CACHE_DIR_VAR} (or XDG_CACHE_HOME) to a directory cargo-oci may write"
+            ))
+            .into(),
+    )
+}
+
+/// Returns the path of the helper for `target`: the embedded one (written to the cache when it
+/// is not there yet) or one built for `target` (built when the cache has none, or has one that
+/// is not what was built). `package_dir` is where the user's cargo configuration (linkers,
+/// rustflags) applies.
+pub fn ensure(target: &str, package_dir: &Path, report: &Reporter) -> Result<PathBuf> {
+    let root = cache_dir()?.join("helper");
+    let bin = root.join("bin");
+    if target == EMBEDDED_TARGET && !EMBEDDED.is_empty() {
+        return embedded(&bin, target, report);
+    }
+    report.status(
+        "Compiling",
+        &format!(
+            "the contract helper for {target} (once per toolchain; cached in {})",
+            root.display()
+        ),
+    );
     let mut h = Sha256::new();
     for part in [
         SOURCE,
@@ -67,9 +94,10 @@ pub fn ensure(
         h.update([0]);
     }
     let key = hex::encode(&h.finalize()[..8]);
-    crate::util::fs::remove_stale_temps(&root.join("bin"), store::STALE_AFTER);
-    let cached = root.join("bin").join(format!("{target}-{key}"));
-    let recorded = root.join("bin").join(format!("{target}-{key}.sha256"));
+    create_dir(&bin, &root)?;
+    crate::util::fs::remove_stale_temps(&bin, store::STALE_AFTER);
+    let cached = bin.join(format!("{target}-{key}"));
+    let recorded = bin.join(format!("{target}-{key}.sha256"));
     let built = root
         .join("target")
         .join(target)
@@ -88,8 +116,9 @@ pub fn ensure(
         let _ = std::fs::remove_file(&built);
     }
 
-    let src = root.join("src");
-    std::fs::create_dir_all(&src).with_context(|| format!("cannot create {}", src.display()))?;
+    // One source directory per key: builds for two toolchains at once never share one.
+    let src = root.join("src").join(&key);
+    create_dir(&src, &root)?;
     write_if_changed(&src.join("Cargo.toml"), MANIFEST)?;
     write_if_changed(&src.join("main.rs"), SOURCE)?;
     let build_dir = root.join("target");
@@ -117,25 +146,70 @@ pub fn ensure(
     if !out.status.success() {
         bail!(build_failure(target, &build_dir, out.status, &cargo_said));
     }
-    // Builds running at the same time may both get here: each copies to a file of its own, and
-    // the last rename wins (the contents are the same). The digest is recorded first, so that
-    // a helper is never in place without its record.
-    let tmp = store::unique_temp_path(&root.join("bin"), "helper")?;
-    if let Err(e) = std::fs::copy(&built, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        let e = anyhow::Error::from(e).context(format!("cannot copy {}", built.display()));
-        return Err(crate::util::fs::explain_disk_full(
-            e,
-            &root.join("bin"),
-            &cached,
+    install(&bin, &cached, &recorded, |tmp| {
+        std::fs::copy(&built, tmp)
+            .map(drop)
+            .with_context(|| format!("cannot copy {}", built.display()))
+    })?;
+    Ok(cached)
+}
+
+/// The embedded helper, as a file of the cache named by its digest: written when missing, and
+/// written again when the file there is not the embedded helper.
+fn embedded(bin: &Path, target: &str, report: &Reporter) -> Result<PathBuf> {
+    let digest = OciDigest::of(EMBEDDED);
+    let cached = bin.join(format!("{target}-embedded-{}", &digest.hex()[..16]));
+    let recorded = bin.join(format!("{target}-embedded-{}.sha256", &digest.hex()[..16]));
+    if cached.is_file() {
+        if store::file_digest(&cached).is_ok_and(|d| d == digest) {
+            return Ok(cached);
+        }
+        report.warn(&format!(
+            "the cached contract helper {} is not cargo-oci's own; writing it again",
+            cached.display()
         ));
+    }
+    let root = bin.parent().unwrap_or(bin);
+    create_dir(bin, root)?;
+    crate::util::fs::remove_stale_temps(bin, store::STALE_AFTER);
+    install(bin, &cached, &recorded, |tmp| {
+        std::fs::write(tmp, EMBEDDED).with_context(|| format!("cannot write {}", tmp.display()))
+    })?;
+    Ok(cached)
+}
+
+fn create_dir(dir: &Path, root: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        let e = anyhow::Error::from(e).context(format!("cannot create {}", dir.display()));
+        crate::util::fs::explain_disk_full(e, root, dir)
+    })
+}
+
+/// Puts a helper in place at `cached` through a temporary file that `fill` writes, with its
+/// digest recorded at `recorded` first, so that a helper is never in place without its record.
+/// Builds running at the same time may both get here: each writes a file of its own, and the
+/// last rename wins (the contents are the same).
+fn install(
+    bin: &Path,
+    cached: &Path,
+    recorded: &Path,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let tmp = store::unique_temp_path(bin, "helper")?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::util::fs::explain_disk_full(e, bin, cached));
     }
     let digest =
         store::file_digest(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?;
-    crate::util::fs::write_atomic(&recorded, |w| Ok(w.write_all(digest.as_str().as_bytes())?))?;
-    std::fs::rename(&tmp, &cached)
-        .with_context(|| format!("cannot move the contract helper to {}", cached.display()))?;
-    Ok(cached)
+    let wrote =
+        crate::util::fs::write_atomic(recorded, |w| Ok(w.write_all(digest.as_str().as_bytes())?));
+    if let Err(e) = wrote {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, cached)
+        .with_context(|| format!("cannot move the contract helper to {}", cached.display()))
 }
 
 /// Why the helper's build failed, from what cargo and rustc said: a full disk (naming the

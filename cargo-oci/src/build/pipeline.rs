@@ -106,7 +106,8 @@ pub fn configure(req: &BuildRequest) -> Result<Configured> {
     if req.debug && spec.debug.is_none() {
         spec.debug = Some(config::DebugSpec::default());
     }
-    // The contract helper's cache key needs `rustc -vV`: run it while cargo builds.
+    // The host triple (and, for another target, the contract helper's cache key) needs
+    // `rustc -vV`: run it while cargo builds.
     cargo::prefetch_rustc_version(&spec.build.package_dir);
     let target_dir = req
         .cargo
@@ -159,12 +160,7 @@ fn assemble(
 ) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
-    let helper = crate::build::helper::ensure(
-        target_dir,
-        &artifact.target,
-        &spec.build.package_dir,
-        report,
-    )?;
+    let helper = crate::build::helper::ensure(&artifact.target, &spec.build.package_dir, report)?;
     let runtime_inputs = tools::runtime_inputs(
         &spec.runtime_inputs,
         info.machine,

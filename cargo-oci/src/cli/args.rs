@@ -54,7 +54,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CleanArgs {
-    /// Remove target/oci whole: layouts, blob store, layer cache, contract helper.
+    /// Remove target/oci whole: layouts, blob store, layer cache.
     #[arg(long)]
     pub all: bool,
     /// Path to Cargo.toml.

@@ -121,8 +121,6 @@ pub fn clean(oci_dir: &Path, all: bool) -> Result<Cleaned> {
             remove(&path, &mut done);
         }
     }
-    for dir in [oci_dir.to_path_buf(), oci_dir.join(".helper").join("bin")] {
-        remove_temps(&dir, &mut done);
-    }
+    remove_temps(oci_dir, &mut done);
     Ok(done)
 }
