@@ -129,17 +129,15 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
         "Packaging",
         &format!("{} ({})", spec.name, artifact.path.display()),
     );
-    let (image, debug, closure, plan) = assemble(&spec, &artifact, &target_dir, req, report)?;
-    let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let crates = sbom::crates::resolve(
         &spec.build.manifest_path,
         &spec.build.package,
         &artifact.target,
         &req.cargo,
     )?;
-    let binary = format!("{}/{}", plan::IMAGE_PATH, spec.build.bin);
-    let mut inventory = sbom::gather(&plan, crates, &binary, Path::new("/"))?;
-    inventory.created = spec.mtime;
+    let (image, debug, closure, plan, inventory) =
+        assemble(&spec, &artifact, crates, &target_dir, req, report)?;
+    let store = Store::open(&target_dir.join("oci").join(".store"))?;
     Ok(Built {
         image,
         debug,
@@ -154,10 +152,11 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
 fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
+    crates: Vec<sbom::Crate>,
     target_dir: &Path,
     req: &BuildRequest,
     report: &Reporter,
-) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
+) -> Result<(Image, Option<Image>, Closure, plan::Plan, sbom::Inventory)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let helper = crate::build::helper::ensure(&artifact.target, &spec.build.package_dir, report)?;
@@ -253,6 +252,15 @@ fn assemble(
         probe_bins: &artifact.extra,
         debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
     })?;
+    let binary = format!("{}/{}", plan::IMAGE_PATH, spec.build.bin);
+    let mut inventory = sbom::gather(&plan, crates, &binary, Path::new("/"))?;
+    inventory.created = spec.mtime;
+    if spec.scanner_metadata {
+        if let Some(layer) = sbom::scanner::layer(&inventory, &plan) {
+            // Above cargo-oci's base files, under everything that changes more often.
+            plan.layers.insert(plan.layers.len().min(1), layer);
+        }
+    }
     // The debug variant adds one layer on top: keep room for it in the budget.
     let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
     plan.layers = crate::build::layering::fit(plan.layers, budget);
@@ -306,7 +314,7 @@ fn assemble(
     for repair in store.take_repairs() {
         report.warn(&format!("repaired a damaged cache entry: {repair}"));
     }
-    Ok((image, debug, closure, plan))
+    Ok((image, debug, closure, plan, inventory))
 }
 
 /// Writes every layer at once (through the layer cache): the small ones compress while the big

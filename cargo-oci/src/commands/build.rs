@@ -34,13 +34,11 @@ pub fn build_and_deliver(
     let sbom_base = match (req.sbom, &req.sbom_output) {
         (None, _) => None,
         (Some(_), Some(file)) => Some(file.clone()),
-        (Some(f), None) => {
-            let beside = sinks
-                .iter()
-                .find_map(|s| s.output_path().map(Path::to_path_buf))
-                .unwrap_or_else(|| conf.default_layout());
-            Some(with_suffix(&beside, f.suffix()))
-        }
+        // Beside the output; a command that writes no file (push, load, --stream) writes none.
+        (Some(f), None) => sinks
+            .iter()
+            .find_map(|s| s.output_path())
+            .map(|beside| with_suffix(beside, f.suffix())),
     };
     if let Some(path) = &sbom_base {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -39,6 +39,7 @@ pub struct RawOci {
     pub files: Option<Vec<RawFile>>,
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
+    pub scanner_metadata: Option<bool>,
 }
 
 /// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
@@ -172,6 +173,7 @@ impl RawOci {
             files: self.files.or(defaults.files),
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
+            scanner_metadata: self.scanner_metadata.or(defaults.scanner_metadata),
         }
     }
 }

@@ -317,6 +317,7 @@ pub fn image_spec_with(
         files,
         perms,
         init: raw.init.unwrap_or(false),
+        scanner_metadata: raw.scanner_metadata.unwrap_or(true),
     })
 }
 

@@ -55,6 +55,7 @@ fn spec() -> ImageSpec {
         files: vec![],
         perms: vec![],
         init: false,
+        scanner_metadata: true,
     }
 }
 

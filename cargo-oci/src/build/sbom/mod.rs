@@ -7,6 +7,7 @@
 pub mod crates;
 mod cyclonedx;
 pub mod dpkg;
+pub mod scanner;
 mod spdx;
 
 use std::collections::BTreeMap;
