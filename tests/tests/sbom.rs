@@ -342,3 +342,177 @@ fn an_unwritable_sbom_path_is_refused_before_any_build_work() {
     assert_eq!(j["sbom"], serde_json::json!([]));
     assert!(!tmp.path().join("image.spdx.json").exists());
 }
+
+/// `(type, name) → version` of what `syft scan SOURCE -o json` finds.
+fn syft(syft: &Path, source: &str) -> BTreeMap<(String, String), String> {
+    let out = ok(Command::new(syft).args(["scan", source, "-o", "json", "-q"]));
+    let j: serde_json::Value = serde_json::from_str(&out).expect("syft prints JSON");
+    j["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            ((s("type"), s("name")), s("version"))
+        })
+        .collect()
+}
+
+#[test]
+fn syft_finds_the_debian_packages_and_the_crates_in_the_image() {
+    let Some(syft_bin) = tool("syft") else { return };
+    if tool("dpkg").is_none() {
+        return;
+    }
+    let b = built("tls-zlib");
+    let inspect = inspect_json();
+    let libraries: Vec<String> = inspect["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["host_path"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: BTreeMap<(String, String), String> = dpkg_packages(&libraries)
+        .into_iter()
+        .map(|(n, v)| (("deb".to_string(), n), v))
+        .collect();
+    // The crates shipped in the binary: cargo tree's, less the build-time ones.
+    let build_time = [
+        "openssl-macros",
+        "syn",
+        "quote",
+        "proc-macro2",
+        "unicode-ident",
+    ];
+    for (n, v) in cargo_tree_crates() {
+        if !build_time.contains(&n.as_str()) {
+            want.insert(("rust-crate".to_string(), n), v);
+        }
+    }
+    let found = syft(&syft_bin, &format!("oci-dir:{}", b.layout.display()));
+    assert_eq!(found, want, "syft scan oci-dir:");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("image.tar");
+    ok(cargo_oci(
+        &example("tls-zlib"),
+        &[
+            "build",
+            "--release",
+            "-q",
+            "--format",
+            "docker-archive",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    ));
+    let found = syft(&syft_bin, &format!("docker-archive:{}", archive.display()));
+    assert_eq!(found, want, "syft scan docker-archive:");
+
+    // Nothing executable came in for it: the records are read-only files.
+    let files = inspect["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == "packages")
+        .expect("a packages layer")["files"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for f in &files {
+        let path = f["path"].as_str().unwrap();
+        if f["type"] == "file" {
+            assert_eq!(f["mode"], "0444", "{path}");
+        }
+    }
+    for p in ["libc6", "libssl3", "zlib1g", "libgcc-s1"] {
+        assert!(
+            files
+                .iter()
+                .any(|f| f["path"] == format!("/var/lib/dpkg/status.d/{p}")),
+            "no dpkg record for {p}: {files:?}"
+        );
+    }
+}
+
+#[test]
+fn scanner_metadata_false_leaves_the_image_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = private_target(tmp.path());
+    let dir = tmp.path().join("app");
+    copy_example("http-hello", &dir);
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let inspect = |dir: &Path| -> serde_json::Value {
+        let out = ok(
+            cargo_oci(dir, &["inspect", "--release", "--no-build", "--json", "-q"])
+                .arg("--target-dir")
+                .arg(&target),
+        );
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let roles = |j: &serde_json::Value| -> Vec<String> {
+        j["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["role"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let with = inspect(&dir);
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        toml.replace(
+            "[package.metadata.oci]\n",
+            "[package.metadata.oci]\nscanner-metadata = false\n",
+        ),
+    )
+    .unwrap();
+    let without = inspect(&dir);
+    if tool("dpkg").is_some() {
+        assert!(
+            roles(&with).contains(&"packages".to_string()),
+            "{:?}",
+            roles(&with)
+        );
+    }
+    assert!(!roles(&without).contains(&"packages".to_string()));
+    // The binary goes in as cargo built it.
+    let service = |j: &serde_json::Value| {
+        j["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["role"] == "service")
+            .unwrap()["digest"]
+            .clone()
+    };
+    assert_ne!(service(&with), service(&without));
+    let built = std::fs::read(target.join("release/http-hello")).unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&built));
+    assert_eq!(without["software"]["crates"][0]["name"], "http-hello");
+    ok(cargo_oci(
+        &dir,
+        &[
+            "build",
+            "--release",
+            "--no-build",
+            "-q",
+            "--sbom",
+            "cyclonedx",
+            "--sbom-output",
+        ],
+    )
+    .arg(tmp.path().join("s.cdx.json"))
+    .arg("-o")
+    .arg(tmp.path().join("layout"))
+    .arg("--target-dir")
+    .arg(&target));
+    let doc = read_json(&tmp.path().join("s.cdx.json"));
+    let root = doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "http-hello")
+        .unwrap();
+    assert_eq!(root["hashes"][0]["content"], sha.as_str());
+}

@@ -242,9 +242,19 @@ fn assemble(
         None
     };
 
+    // The crate list scanners read from a Rust binary, in a copy of it.
+    let service = if spec.scanner_metadata {
+        sbom::embed_crate_list(
+            &artifact.path,
+            &crates,
+            &target_dir.join("oci").join(".cache").join("auditable"),
+        )?
+    } else {
+        artifact.path.clone()
+    };
     let mut plan = plan::plan(&plan::Inputs {
         spec,
-        service: artifact.path.clone(),
+        service,
         helper,
         closure: &closure,
         ca_bundle,

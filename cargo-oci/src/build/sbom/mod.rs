@@ -4,6 +4,7 @@
 //! as SPDX 2.3 or CycloneDX 1.6 JSON for one image, named by its digest. The bytes depend only on
 //! the inputs: no clock is read, identifiers are derived from the content.
 
+mod auditable;
 pub mod crates;
 mod cyclonedx;
 pub mod dpkg;
@@ -19,6 +20,7 @@ use sha2::Digest as _;
 use crate::build::plan::{Content, Plan};
 use crate::oci::image::Image;
 
+pub use auditable::embed as embed_crate_list;
 pub use crates::Crate;
 pub use dpkg::{DebPackage, Distro};
 

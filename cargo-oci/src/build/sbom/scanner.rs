@@ -61,7 +61,10 @@ pub fn layer(inv: &Inventory, plan: &Plan) -> Option<LayerPlan> {
         }
     }
     if let Some(d) = inv.distro.as_ref().filter(|_| !debs.is_empty()) {
-        put("etc/os-release".into(), Content::Bytes(d.text.clone().into_bytes()));
+        put(
+            "etc/os-release".into(),
+            Content::Bytes(d.text.clone().into_bytes()),
+        );
     }
     (!entries.is_empty()).then(|| LayerPlan {
         role: "packages".into(),
