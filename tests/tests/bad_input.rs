@@ -166,7 +166,7 @@ fn bin_that_does_not_exist() {
 fn swap_binary(p: &Path, name: &str, make: impl FnOnce(&Path)) {
     let ok_build = oci(p, &["build", "-q"]);
     assert!(ok_build.status.success());
-    let bin = p.join("target/debug").join(name);
+    let bin = p.join("target/release").join(name);
     std::fs::remove_file(&bin).unwrap();
     make(&bin);
 }

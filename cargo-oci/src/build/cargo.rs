@@ -19,6 +19,8 @@ pub struct CargoFlags {
     pub manifest_path: Option<PathBuf>,
     pub target: Option<String>,
     pub release: bool,
+    /// `--dev`: the dev profile, whatever the metadata says.
+    pub dev: bool,
     pub profile: Option<String>,
     pub features: Vec<String>,
     pub all_features: bool,
@@ -47,32 +49,91 @@ pub fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
+/// The profile builds use when neither the command line nor the metadata names one: images are
+/// what ships, so they carry release builds.
+pub const DEFAULT_PROFILE: &str = "release";
+
 impl CargoFlags {
-    /// The profile name selected by the flags (`dev` unless `--release` or `--profile`).
-    pub fn profile_name(&self) -> &str {
-        match (&self.profile, self.release) {
-            (Some(p), _) => p,
-            (None, true) => "release",
-            (None, false) => "dev",
+    /// The profile named on the command line (`--profile`, `--release`, `--dev`), if any.
+    pub fn cli_profile(&self) -> Option<&str> {
+        match (&self.profile, self.release, self.dev) {
+            (Some(p), _, _) => Some(p),
+            (None, true, _) => Some("release"),
+            (None, false, true) => Some("dev"),
+            (None, false, false) => None,
         }
     }
 
-    fn apply(&self, cmd: &mut Command, spec: &ImageSpec) {
-        cmd.arg("--manifest-path").arg(&spec.build.manifest_path);
-        cmd.args(["-p", &spec.build.package]);
-        for bin in std::iter::once(&spec.build.bin).chain(&spec.probe_bins()) {
+    /// The profile of one build of these images: the command line's, else the one the metadata
+    /// of every image names, else [`DEFAULT_PROFILE`]. One cargo run has one profile, so images
+    /// whose metadata disagree are refused.
+    pub fn profile_for(&self, specs: &[&ImageSpec]) -> Result<String, UsageError> {
+        if let Some(p) = self.cli_profile() {
+            return Ok(p.to_string());
+        }
+        let mut named: Vec<(&str, &str)> = specs
+            .iter()
+            .filter_map(|s| Some((s.build.package.as_str(), s.build.profile.as_deref()?)))
+            .collect();
+        named.dedup();
+        let first = named.first().map(|(_, p)| *p);
+        if let Some((pkg, other)) = named.iter().find(|(_, p)| Some(*p) != first) {
+            let (pkg0, p0) = named[0];
+            return Err(UsageError::new(format!(
+                "the selected packages ask for different profiles: `{p0}` ({pkg0}) and `{other}` ({pkg}); one cargo build has one profile"
+            ))
+            .hint("set one `profile` in [workspace.metadata.oci], or pass --profile NAME"));
+        }
+        let unnamed = specs.iter().any(|s| s.build.profile.is_none());
+        match first {
+            Some(p) if unnamed && p != DEFAULT_PROFILE => Err(UsageError::new(format!(
+                "package `{}` asks for profile `{p}`, other selected packages for the default `{DEFAULT_PROFILE}`; one cargo build has one profile",
+                named[0].0
+            ))
+            .hint("set one `profile` in [workspace.metadata.oci], or pass --profile NAME")),
+            Some(p) => Ok(p.to_string()),
+            None => Ok(DEFAULT_PROFILE.to_string()),
+        }
+    }
+
+    fn apply(&self, cmd: &mut Command, specs: &[&ImageSpec], profile: &str) {
+        let manifest = self
+            .manifest_path
+            .clone()
+            .or_else(|| specs.first().map(|s| s.build.manifest_path.clone()));
+        if let Some(m) = manifest {
+            cmd.arg("--manifest-path").arg(m);
+        }
+        let mut bins: Vec<&str> = Vec::new();
+        let mut features: Vec<String> = self.features.clone();
+        for (i, spec) in specs.iter().enumerate() {
+            if !specs[..i]
+                .iter()
+                .any(|s| s.build.package_id == spec.build.package_id)
+            {
+                cmd.args(["-p", &spec.build.package_id]);
+                features.extend(
+                    spec.build
+                        .features
+                        .iter()
+                        .map(|f| format!("{}/{f}", spec.build.package)),
+                );
+            }
+            bins.push(&spec.build.bin);
+        }
+        let along: Vec<String> = specs.iter().flat_map(|s| s.bins_along()).collect();
+        bins.extend(along.iter().map(String::as_str));
+        bins.sort_unstable();
+        bins.dedup();
+        for bin in bins {
             cmd.args(["--bin", bin]);
         }
         if let Some(t) = &self.target {
             cmd.args(["--target", t]);
         }
-        if let Some(p) = &self.profile {
-            cmd.args(["--profile", p]);
-        } else if self.release {
-            cmd.arg("--release");
-        }
-        if !self.features.is_empty() {
-            cmd.args(["--features", &self.features.join(",")]);
+        cmd.args(["--profile", profile]);
+        if !features.is_empty() {
+            cmd.args(["--features", &features.join(",")]);
         }
         for (on, flag) in [
             (self.all_features, "--all-features"),
@@ -95,13 +156,17 @@ impl CargoFlags {
     }
 }
 
-/// Builds the spec's binary with the user's cargo and returns the executable.
-pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
+/// Builds every image's binaries with one run of the user's cargo (shared dependencies compile
+/// once) and returns their executables, one [`Artifact`] per spec, in order.
+pub fn build(flags: &CargoFlags, specs: &[&ImageSpec], profile: &str) -> Result<Vec<Artifact>> {
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
     let mut cmd = Command::new(cargo_program());
     cmd.arg("build")
         .arg("--message-format=json-render-diagnostics");
-    flags.apply(&mut cmd, spec);
-    cmd.current_dir(&spec.build.package_dir);
+    flags.apply(&mut cmd, specs, profile);
+    cmd.current_dir(&first.build.package_dir);
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .stdin(Stdio::null());
@@ -110,13 +175,17 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
         .context("could not start cargo (is it on PATH, or is $CARGO right?)")?;
     let stdout = child.stdout.take().context("cargo's stdout is not piped")?;
 
+    // (package id, binary) → executable
     let mut found = std::collections::BTreeMap::new();
     for msg in Message::parse_stream(BufReader::new(stdout)) {
         let msg = msg.context("could not read cargo's output")?;
         if let Message::CompilerArtifact(a) = msg {
             if a.target.kind.contains(&TargetKind::Bin) {
                 if let Some(exe) = a.executable {
-                    found.insert(a.target.name.clone(), exe.into_std_path_buf());
+                    found.insert(
+                        (a.package_id.repr.clone(), a.target.name.clone()),
+                        exe.into_std_path_buf(),
+                    );
                 }
             }
         }
@@ -125,35 +194,46 @@ pub fn build(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     if !status.success() {
         bail!("cargo build failed ({status}); see its messages above");
     }
-    let mut take = |bin: &String| {
-        found
-            .remove(bin)
-            .with_context(|| format!("cargo built no executable for binary `{bin}`"))
-    };
-    let path = take(&spec.build.bin)?;
-    let extra = spec
-        .probe_bins()
+    specs
         .iter()
-        .map(|b| Ok((b.clone(), take(b)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let target = target_of(flags, spec, &path)?;
-    Ok(Artifact {
-        path,
-        target,
-        extra,
-    })
+        .map(|spec| {
+            let take = |bin: &String| {
+                found
+                    .get(&(spec.build.package_id.clone(), bin.clone()))
+                    .cloned()
+                    .with_context(|| {
+                        format!(
+                            "cargo built no executable for binary `{bin}` of package `{}`",
+                            spec.build.package
+                        )
+                    })
+            };
+            let path = take(&spec.build.bin)?;
+            let extra = spec
+                .bins_along()
+                .iter()
+                .map(|b| Ok((b.clone(), take(b)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let target = target_of(flags, spec, &path)?;
+            Ok(Artifact {
+                path,
+                target,
+                extra,
+            })
+        })
+        .collect()
 }
 
 /// Finds what an earlier `cargo build` left in the target directory (`--no-build`).
-pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
-    let path = existing_bin(flags, spec, &spec.build.bin)?;
+pub fn existing(flags: &CargoFlags, spec: &ImageSpec, profile: &str) -> Result<Artifact> {
+    let path = existing_bin(flags, spec, &spec.build.bin, profile)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut extra = Vec::new();
-    for b in spec.probe_bins() {
+    for b in spec.bins_along() {
         let p = dir.join(&b);
         if !p.is_file() {
             return Err(UsageError::new(format!(
-                "--no-build: the probe binary `{b}` was not built at {}",
+                "--no-build: the binary `{b}` was not built at {}",
                 p.display()
             ))
             .hint("run `cargo build` for every binary first, or drop --no-build")
@@ -169,12 +249,12 @@ pub fn existing(flags: &CargoFlags, spec: &ImageSpec) -> Result<Artifact> {
     })
 }
 
-fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathBuf> {
+fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str, profile: &str) -> Result<PathBuf> {
     let target_dir = flags
         .target_dir
         .clone()
         .unwrap_or_else(|| spec.build.target_directory.clone());
-    let profile_dir = match flags.profile_name() {
+    let profile_dir = match profile {
         "dev" | "test" => "debug",
         "release" | "bench" => "release",
         other => other,
@@ -200,10 +280,12 @@ fn existing_bin(flags: &CargoFlags, spec: &ImageSpec, bin: &str) -> Result<PathB
         return Err(UsageError::new(format!(
             "--no-build: no `{}` was built for profile `{}` under {}",
             bin,
-            flags.profile_name(),
+            profile,
             target_dir.display()
         ))
-        .hint("run `cargo build` with the same flags first, or drop --no-build")
+        .hint(format!(
+            "run `cargo build --profile {profile}` with the same flags first, or drop --no-build"
+        ))
         .into());
     };
     Ok(path.clone())

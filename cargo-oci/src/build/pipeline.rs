@@ -1,9 +1,11 @@
 //! The `build` pipeline, one stage after another: metadata → cargo build → closure → plan →
-//! layers → image. Each stage is its own module; this one only wires them in order, in two
-//! steps: [`configure`] (the metadata, so that a command can check its destination before any
-//! build work) and [`build`], which ends at the images in the blob store and writes nothing else.
+//! layers → image. Each stage is its own module; this one only wires them in order:
+//! [`configure`] (the metadata of every selected image, so that a command can check its
+//! destinations before any build work), then [`build`]: [`compile`] (one cargo run for every
+//! image) and [`assemble_one`] per image, in parallel, ending at the images in the blob store.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Result;
 
@@ -39,12 +41,14 @@ pub struct BuildRequest {
     pub sbom_output: Option<PathBuf>,
 }
 
-/// The configuration of a build, read before anything is built.
+/// The configuration of one image to make, read before anything is built.
 #[derive(Debug, Clone)]
 pub struct Configured {
     pub spec: ImageSpec,
     /// The target directory in use.
     pub target_dir: PathBuf,
+    /// The cargo profile of the build (the same for every image of one command).
+    pub profile: String,
 }
 
 impl Configured {
@@ -74,6 +78,10 @@ pub struct Built {
     pub store: Store,
     /// What the image is made of: crates, Debian packages, files (for its SBOM).
     pub inventory: sbom::Inventory,
+    /// The cargo profile the binaries were built with.
+    pub profile: String,
+    /// The package the image was made from.
+    pub package: String,
 }
 
 impl Built {
@@ -85,8 +93,8 @@ impl Built {
     }
 }
 
-/// Reads the metadata: the image's description and the target directory.
-pub fn configure(req: &BuildRequest) -> Result<Configured> {
+/// Reads the metadata: the description of every selected image and the target directory.
+pub fn configure(req: &BuildRequest) -> Result<Vec<Configured>> {
     let mut sel = req.selection.clone();
     sel.manifest_path = sel
         .manifest_path
@@ -101,42 +109,164 @@ pub fn configure(req: &BuildRequest) -> Result<Configured> {
         config::prefetch_revision(&dir);
     }
     let meta = config::cargo_metadata(&sel)?;
-    let package = config::select_package(&meta, &sel)?;
-    let mut spec = config::image_spec(&meta, package, &sel)?;
-    if req.debug && spec.debug.is_none() {
-        spec.debug = Some(config::DebugSpec::default());
+    let all_binaries = config::workspace_defaults(&meta)?
+        .all_binaries
+        .unwrap_or(false);
+    let packages = config::select_packages(&meta, &sel, all_binaries)?;
+    if let (Some(bin), [_, _, ..]) = (&sel.bin, packages.as_slice()) {
+        return Err(UsageError::new(format!(
+            "--bin {bin} selects one binary, but {} packages are selected",
+            packages.len()
+        ))
+        .hint("select one package with -p NAME, or drop --bin and set `bins` in the metadata")
+        .into());
     }
-    // The host triple (and, for another target, the contract helper's cache key) needs
-    // `rustc -vV`: run it while cargo builds.
-    cargo::prefetch_rustc_version(&spec.build.package_dir);
-    let target_dir = req
-        .cargo
-        .target_dir
-        .clone()
-        .unwrap_or_else(|| spec.build.target_directory.clone());
-    Ok(Configured { spec, target_dir })
+    let mut specs = Vec::new();
+    for package in packages {
+        specs.extend(config::image_specs(&meta, package, &sel)?);
+    }
+    for spec in &mut specs {
+        if req.debug && spec.debug.is_none() {
+            spec.debug = Some(config::DebugSpec::default());
+        }
+    }
+    check_distinct(&specs)?;
+    let profile = req.cargo.profile_for(&specs.iter().collect::<Vec<_>>())?;
+    if let Some(spec) = specs.first() {
+        // The host triple (and, for another target, the contract helper's cache key) needs
+        // `rustc -vV`: run it while cargo builds.
+        cargo::prefetch_rustc_version(&spec.build.package_dir);
+    }
+    Ok(specs
+        .into_iter()
+        .map(|spec| Configured {
+            target_dir: req
+                .cargo
+                .target_dir
+                .clone()
+                .unwrap_or_else(|| spec.build.target_directory.clone()),
+            spec,
+            profile: profile.clone(),
+        })
+        .collect())
 }
 
-/// Builds the binary and assembles the images into the store.
-pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<Built> {
-    let Configured { spec, target_dir } = conf;
-    let artifact = if req.no_build {
-        cargo::existing(&req.cargo, &spec)?
-    } else {
-        cargo::build(&req.cargo, &spec)?
+/// Two images of one command must not share a name and tag: the second would replace the first.
+fn check_distinct(specs: &[ImageSpec]) -> Result<(), UsageError> {
+    for (i, a) in specs.iter().enumerate() {
+        for b in &specs[..i] {
+            if let Some(t) = a
+                .tags
+                .iter()
+                .find(|t| a.name == b.name && b.tags.contains(t))
+            {
+                return Err(UsageError::new(format!(
+                    "binaries `{}` ({}) and `{}` ({}) would both be the image {}",
+                    b.build.bin,
+                    b.build.package,
+                    a.build.bin,
+                    a.build.package,
+                    a.name.with_tag(t)
+                ))
+                .hint("put `{bin}` or `{package}` in `name` (e.g. name = \"registry.example.com/team/{bin}\")"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The executables of every image: one cargo run (shared dependencies compile once), or what an
+/// earlier build left (`--no-build`). One [`Artifact`] per [`Configured`], in order.
+pub fn compile(req: &BuildRequest, confs: &[Configured]) -> Result<Vec<Artifact>> {
+    let Some(profile) = confs.first().map(|c| c.profile.as_str()) else {
+        return Ok(Vec::new());
     };
+    if req.no_build {
+        confs
+            .iter()
+            .map(|c| cargo::existing(&req.cargo, &c.spec, profile))
+            .collect()
+    } else {
+        let specs: Vec<&ImageSpec> = confs.iter().map(|c| &c.spec).collect();
+        cargo::build(&req.cargo, &specs, profile)
+    }
+}
+
+/// Builds the binaries once, then assembles every image into the store, several at a time.
+/// The blob store and layer cache take concurrent writers (a blob appears by an atomic rename);
+/// the contract helper and base images are prepared one image at a time.
+pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> Result<Vec<Built>> {
+    let artifacts = compile(req, &confs)?;
+    if confs.len() == 1 {
+        return confs
+            .into_iter()
+            .zip(artifacts)
+            .map(|(c, a)| assemble_one(req, c, &a, &Mutex::new(()), report))
+            .collect();
+    }
+    let prepare = Mutex::new(());
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let jobs: Mutex<Vec<(usize, Configured, Artifact)>> = Mutex::new(
+        confs
+            .into_iter()
+            .zip(artifacts)
+            .enumerate()
+            .map(|(i, (c, a))| (i, c, a))
+            .rev()
+            .collect(),
+    );
+    let done: Mutex<Vec<(usize, Result<Built>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let next = jobs.lock().map(|mut j| j.pop()).unwrap_or(None);
+                let Some((i, conf, artifact)) = next else {
+                    break;
+                };
+                let built = assemble_one(req, conf, &artifact, &prepare, report);
+                if let Ok(mut d) = done.lock() {
+                    d.push((i, built));
+                }
+            });
+        }
+    });
+    let mut done = done
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("an image assembler panicked"))?;
+    done.sort_by_key(|(i, _)| *i);
+    if !jobs.lock().map(|j| j.is_empty()).unwrap_or(false) {
+        anyhow::bail!("an image assembler panicked");
+    }
+    done.into_iter().map(|(_, b)| b).collect()
+}
+
+/// One image from its built executables: closure, plan, layers, image (and debug variant).
+/// `prepare` is held while the contract helper and the base image are made ready.
+pub fn assemble_one(
+    req: &BuildRequest,
+    conf: Configured,
+    artifact: &Artifact,
+    prepare: &Mutex<()>,
+    report: &Reporter,
+) -> Result<Built> {
+    let Configured {
+        spec,
+        target_dir,
+        profile,
+    } = conf;
     report.status(
         "Packaging",
-        &format!("{} ({})", spec.name, artifact.path.display()),
+        &format!(
+            "{} ({}, `{profile}` profile)",
+            spec.name,
+            artifact.path.display()
+        ),
     );
-    let crates = sbom::crates::resolve(
-        &spec.build.manifest_path,
-        &spec.build.package,
-        &artifact.target,
-        &req.cargo,
-    )?;
+    let crates = sbom::crates::resolve(&spec, &artifact.target, &req.cargo)?;
     let (image, debug, closure, plan, inventory) =
-        assemble(&spec, &artifact, crates, &target_dir, req, report)?;
+        assemble(&spec, artifact, crates, &target_dir, req, prepare, report)?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     Ok(Built {
         image,
@@ -145,6 +275,8 @@ pub fn build(req: &BuildRequest, conf: Configured, report: &Reporter) -> Result<
         plan,
         store,
         inventory,
+        profile,
+        package: spec.build.package.clone(),
     })
 }
 
@@ -155,10 +287,14 @@ fn assemble(
     crates: Vec<sbom::Crate>,
     target_dir: &Path,
     req: &BuildRequest,
+    prepare: &Mutex<()>,
     report: &Reporter,
 ) -> Result<(Image, Option<Image>, Closure, plan::Plan, sbom::Inventory)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
+    let prepared = prepare
+        .lock()
+        .map_err(|_| anyhow::anyhow!("an image assembler panicked"))?;
     let helper = crate::build::helper::ensure(&artifact.target, &spec.build.package_dir, report)?;
     let runtime_inputs = tools::runtime_inputs(
         &spec.runtime_inputs,
@@ -177,6 +313,7 @@ fn assemble(
         )?),
         None => None,
     };
+    drop(prepared);
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
     if base_layers + usize::from(spec.debug.is_some()) >= spec.max_layers {
         return Err(UsageError::new(format!(
@@ -280,6 +417,7 @@ fn assemble(
         .chain(plan.debug_layer.as_ref())
         .collect();
     let mut layers = write_layers(
+        &spec.name.to_string(),
         &store,
         target_dir,
         &all,
@@ -330,6 +468,7 @@ fn assemble(
 /// Writes every layer at once (through the layer cache): the small ones compress while the big
 /// one does, instead of leaving cores idle at the end of each layer. Reports what it did.
 fn write_layers(
+    name: &str,
     store: &Store,
     target_dir: &Path,
     all: &[&plan::LayerPlan],
@@ -364,6 +503,9 @@ fn write_layers(
             .collect::<Result<Vec<_>>>()
     })?;
     let reused = layers.iter().filter(|l| l.reused).count();
+    // Images assembled in parallel print their tables one at a time.
+    static PRINTING: Mutex<()> = Mutex::new(());
+    let _printing = PRINTING.lock();
     progress.finish(
         if reused == layers.len() {
             "Reused"
@@ -371,7 +513,7 @@ fn write_layers(
             "Compressed"
         },
         &format!(
-            "{} layers: {} -> {}{}",
+            "{name}, {} layers: {} -> {}{}",
             layers.len(),
             reporter::bytes(layers.iter().map(|l| l.tar_size).sum()),
             reporter::bytes(layers.iter().map(|l| l.blob.size).sum()),

@@ -125,10 +125,18 @@ pub struct Common {
 /// The `cargo build` options cargo-oci passes through.
 #[derive(Debug, Args)]
 pub struct CargoArgs {
-    /// Package to build (see `cargo help pkgid`).
+    /// Package to make images of (repeatable; `name`, `name@1.2.0`, a glob: see `cargo help
+    /// pkgid`). Default: the package of the current directory or --manifest-path.
     #[arg(short, long, value_name = "SPEC")]
-    pub package: Option<String>,
-    /// Binary to put in the image (default: `bin` in metadata, else the only binary).
+    pub package: Vec<String>,
+    /// Every member of the workspace with [package.metadata.oci] (with a binary, when the
+    /// workspace metadata sets `all-binaries = true`).
+    #[arg(long, conflicts_with = "package")]
+    pub workspace: bool,
+    /// Leave a package out of --workspace (repeatable).
+    #[arg(long, value_name = "SPEC", requires = "workspace")]
+    pub exclude: Vec<String>,
+    /// Binary to put in the image (default: `bins` or `bin` in metadata, else the only binary).
     #[arg(long, value_name = "NAME")]
     pub bin: Option<String>,
     /// Path to Cargo.toml.
@@ -137,11 +145,15 @@ pub struct CargoArgs {
     /// Build for the target triple.
     #[arg(long, value_name = "TRIPLE")]
     pub target: Option<String>,
-    /// Build with the release profile.
+    /// Build with the release profile (the default, unless `profile` in the metadata says
+    /// otherwise).
     #[arg(short, long)]
     pub release: bool,
+    /// Build with the dev profile (unoptimized, as plain `cargo build`).
+    #[arg(long, conflicts_with = "release")]
+    pub dev: bool,
     /// Build with the given profile.
-    #[arg(long, value_name = "NAME", conflicts_with = "release")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["release", "dev"])]
     pub profile: Option<String>,
     /// Space or comma separated list of features to activate.
     #[arg(short = 'F', long, value_name = "FEATURES")]
@@ -343,6 +355,7 @@ impl CargoArgs {
             manifest_path: self.manifest_path.clone(),
             target: self.target.clone(),
             release: self.release,
+            dev: self.dev,
             profile: self.profile.clone(),
             features: self.features.clone(),
             all_features: self.all_features,
@@ -358,7 +371,9 @@ impl CargoArgs {
 
     pub(super) fn selection(&self, tags: &[String]) -> Selection {
         Selection {
-            package: self.package.clone(),
+            packages: self.package.clone(),
+            workspace: self.workspace,
+            exclude: self.exclude.clone(),
             bin: self.bin.clone(),
             manifest_path: self.manifest_path.clone(),
             tags: tags.to_vec(),

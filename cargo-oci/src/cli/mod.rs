@@ -66,15 +66,21 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => {
             let output = Output::from_options(a.format, a.output.clone(), a.stream)?;
-            build_to(&a.image, |conf| output.sink(&conf.default_layout()))
+            let one_path = !matches!(output, Output::Layout(None));
+            let what = if a.stream { "--stream" } else { "-o" };
+            build_to(&a.image, one_path.then_some(what), |conf| {
+                output.clone().sink(&conf.default_layout())
+            })
         }
-        Command::Bundle(a) => build_to(&a.image, |_| {
+        Command::Bundle(a) => build_to(&a.image, Some("bundle"), |_| {
             Box::new(crate::sink::Bundle {
                 dir: a.dir.clone(),
                 readonly: a.readonly,
             })
         }),
-        Command::Export(a) => build_to(&a.image, |_| Box::new(crate::sink::Export(a.file.clone()))),
+        Command::Export(a) => build_to(&a.image, Some("export"), |_| {
+            Box::new(crate::sink::Export(a.file.clone()))
+        }),
         Command::Merge(a) => {
             let report = a.common.reporter();
             let n = crate::commands::merge::merge(&a.inputs, &a.output)?;
@@ -99,33 +105,36 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.image.common.reporter();
             // Find the engine first: a missing one costs no build.
             let (runtime, version) = load::detect(a.runtime, &report)?;
-            let engine = load::Engine { runtime };
             let made = build_and_deliver(
                 &a.image.request(),
-                |_| Ok(vec![Box::new(engine) as Box<dyn Sink>]),
+                |_| Ok(vec![Box::new(load::Engine { runtime }) as Box<dyn Sink>]),
                 &report,
             )?;
-            let said = match made.delivered.first() {
-                Some((_, Delivered::Engine { said })) => said.clone(),
-                _ => String::new(),
-            };
-            let built = &made.built;
-            let images = built.images();
-            let references: Vec<String> = images.iter().flat_map(|i| i.references()).collect();
-            match a.image.common.message_format {
-                MessageFormat::Json => outln!(
-                    "{}",
-                    json!({
-                        "reason": "image-loaded",
-                        "runtime": runtime.program(),
-                        "runtime_version": version,
-                        "name": built.image.name.full,
-                        "references": references,
-                        "digest": built.image.manifest.digest,
-                        "engine_output": said,
-                    })
-                ),
-                MessageFormat::Human => references.iter().for_each(|r| outln!("{r}")),
+            for made in &made {
+                let said = match made.delivered.first() {
+                    Some((_, Delivered::Engine { said })) => said.clone(),
+                    _ => String::new(),
+                };
+                let built = &made.built;
+                let images = built.images();
+                let references: Vec<String> = images.iter().flat_map(|i| i.references()).collect();
+                match a.image.common.message_format {
+                    MessageFormat::Json => outln!(
+                        "{}",
+                        json!({
+                            "reason": "image-loaded",
+                            "runtime": runtime.program(),
+                            "runtime_version": version,
+                            "name": built.image.name.full,
+                            "package": built.package,
+                            "profile": built.profile,
+                            "references": references,
+                            "digest": built.image.manifest.digest,
+                            "engine_output": said,
+                        })
+                    ),
+                    MessageFormat::Human => references.iter().for_each(|r| outln!("{r}")),
+                }
             }
             Ok(())
         }
@@ -134,11 +143,13 @@ pub fn run(cli: Cli) -> Result<()> {
             // inspect shows what the SBOM would hold; it writes nothing.
             let mut req = a.image.request();
             req.sbom = None;
-            let built = build_and_deliver(&req, |_| Ok(Vec::new()), &report)?.built;
-            if a.json || a.image.common.message_format == MessageFormat::Json {
-                outln!("{}", inspect::to_json(&built)?);
-            } else {
-                out!("{}", inspect::to_text(&built)?);
+            let made = build_and_deliver(&req, |_| Ok(Vec::new()), &report)?;
+            for built in made.iter().map(|m| &m.built) {
+                if a.json || a.image.common.message_format == MessageFormat::Json {
+                    outln!("{}", inspect::to_json(built)?);
+                } else {
+                    out!("{}", inspect::to_text(built)?);
+                }
             }
             Ok(())
         }
@@ -210,10 +221,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let target_dir = match &a.target_dir {
                 Some(d) => d.clone(),
                 None => crate::config::cargo_metadata(&crate::config::Selection {
-                    package: None,
-                    bin: None,
                     manifest_path: a.manifest_path.clone(),
-                    tags: Vec::new(),
+                    ..Default::default()
                 })?
                 .target_directory
                 .into_std_path_buf(),
@@ -241,15 +250,36 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Push(a) => {
             let report = a.image.common.reporter();
+            // Read once (stdin holds one password), used for every image.
+            let mut credential: Option<Option<Credential>> = None;
+            let mut pushes = 0usize;
             let made = build_and_deliver(
                 &a.image.request(),
-                |conf| Ok(vec![Box::new(push_request(&a, conf)?) as Box<dyn Sink>]),
+                |conf| {
+                    pushes += 1;
+                    if a.to.is_some() && pushes > 1 {
+                        return Err(UsageError::new(
+                            "--to names one image, but several are selected",
+                        )
+                        .hint("select one package and binary (-p NAME, --bin NAME), or put the images under one registry path with CARGO_OCI_REPOSITORY")
+                        .into());
+                    }
+                    let cred = match &credential {
+                        Some(c) => c.clone(),
+                        None => credential.insert(stdin_credential(&a)?).clone(),
+                    };
+                    Ok(vec![
+                        Box::new(push_request(&a, conf, cred)?) as Box<dyn Sink>
+                    ])
+                },
                 &report,
             )?;
-            for (_, delivered) in &made.delivered {
-                if let Delivered::Registry(pushed) = delivered {
-                    for p in pushed {
-                        print_pushed(p, a.image.common.message_format, &report);
+            for made in &made {
+                for (_, delivered) in &made.delivered {
+                    if let Delivered::Registry(pushed) = delivered {
+                        for p in pushed {
+                            print_pushed(p, &made.built, a.image.common.message_format, &report);
+                        }
                     }
                 }
             }
@@ -258,7 +288,11 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
+fn push_request(
+    a: &PushArgs,
+    conf: &Configured,
+    credential: Option<Credential>,
+) -> Result<PushRequest> {
     let destination =
         a.to.as_deref()
             .map(|t| {
@@ -267,7 +301,19 @@ fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
                 })
             })
             .transpose()?;
-    let credential = match &a.username {
+    Ok(PushRequest {
+        destination,
+        credential,
+        client: a.image.registry.options(),
+        jobs: usize::from(a.jobs),
+        chunk_size: a.chunk_size,
+        cache_dir: conf.oci_dir(),
+    })
+}
+
+/// The credential of `--username` and `--password-stdin`, when given.
+fn stdin_credential(a: &PushArgs) -> Result<Option<Credential>> {
+    Ok(match &a.username {
         Some(username) if a.password_stdin => {
             let mut password = String::new();
             std::io::stdin()
@@ -290,21 +336,36 @@ fn push_request(a: &PushArgs, conf: &Configured) -> Result<PushRequest> {
             })
         }
         _ => None,
-    };
-    Ok(PushRequest {
-        destination,
-        credential,
-        client: a.image.registry.options(),
-        jobs: usize::from(a.jobs),
-        chunk_size: a.chunk_size,
-        cache_dir: conf.oci_dir(),
     })
 }
 
-/// Builds and delivers to the one sink `sink` names, then prints the result.
-fn build_to(image: &ImageArgs, sink: impl FnOnce(&Configured) -> Box<dyn Sink>) -> Result<()> {
+/// Builds and delivers each image to the sink `sink` names, then prints the results. A sink
+/// writing one given path (`one_path` names its option) takes one image only.
+fn build_to(
+    image: &ImageArgs,
+    one_path: Option<&str>,
+    sink: impl Fn(&Configured) -> Box<dyn Sink>,
+) -> Result<()> {
     let report = image.common.reporter();
-    let made = build_and_deliver(&image.request(), |conf| Ok(vec![sink(conf)]), &report)?;
-    print_built(&made, image.common.message_format, &report);
+    let mut first: Option<String> = None;
+    let made = build_and_deliver(
+        &image.request(),
+        |conf| {
+            if let (Some(what), Some(before)) = (one_path, &first) {
+                return Err(UsageError::new(format!(
+                    "{what} writes one image, but several are selected ({before} and {})",
+                    conf.spec.name
+                ))
+                .hint("select one package and binary (-p NAME, --bin NAME), or leave out the output path: each image then goes to its own layout in target/oci/")
+                .into());
+            }
+            first = Some(conf.spec.name.to_string());
+            Ok(vec![sink(conf)])
+        },
+        &report,
+    )?;
+    for m in &made {
+        print_built(m, image.common.message_format, &report);
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::build::pipeline::Built;
 use crate::commands::build::Made;
 use crate::sink::push::{Pushed, Transfer};
 use crate::sink::Delivered;
@@ -10,7 +11,7 @@ use crate::util::reporter::{Reporter, Verbosity};
 
 use super::*;
 
-pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter) {
+pub(super) fn print_pushed(p: &Pushed, built: &Built, format: MessageFormat, report: &Reporter) {
     let img = &p.image;
     let pinned = format!("{}@{}", p.name, img.manifest.digest);
     report.status(
@@ -31,6 +32,8 @@ pub(super) fn print_pushed(p: &Pushed, format: MessageFormat, report: &Reporter)
             json!({
                 "reason": "image-pushed",
                 "name": p.name.full,
+                "package": built.package,
+                "profile": built.profile,
                 "registry": p.name.registry,
                 "repository": p.name.repository,
                 "digest": img.manifest.digest,
@@ -69,12 +72,17 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
     let stream = matches!(delivered, Delivered::Stdout);
     let pinned = format!("{}@{}", img.name, img.manifest.digest);
     if let Some(p) = &path {
-        report.status("Finished", &format!("{fmt} image at {}", p.display()));
+        report.status(
+            "Finished",
+            &format!("{fmt} image at {} (`{}` profile)", p.display(), b.profile),
+        );
     }
     let lines = match format {
         MessageFormat::Json => vec![json!({
             "reason": "image-built",
             "name": img.name.full,
+            "package": b.package,
+            "profile": b.profile,
             "tags": img.tags,
             "references": img.references(),
             "content_tag": img.content_tag,

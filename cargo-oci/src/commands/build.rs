@@ -1,6 +1,7 @@
-//! "Build, then these sinks": every command that makes an image reads the configuration, checks
-//! each destination (and where the SBOM goes) before any build work, builds the images into the
-//! store, writes their SBOMs beside the output, then hands the images to each sink in turn.
+//! "Build, then these sinks": every command that makes images reads the configuration of each,
+//! checks every destination (and where each SBOM goes) before any build work, builds all the
+//! images (one cargo run), writes each image's SBOM beside its output, then hands each image to
+//! its sinks in turn.
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +10,11 @@ use anyhow::{Context, Result};
 use crate::build::pipeline::{self, BuildRequest, Built, Configured};
 use crate::build::sbom::{self, Subject};
 use crate::sink::{check_writable, Delivered, Sink};
+use crate::util::error::UsageError;
 use crate::util::fs::write_atomic;
 use crate::util::reporter::Reporter;
 
-/// A build and what each sink did with it, in the sinks' order.
+/// One image built and what each of its sinks did with it, in the sinks' order.
 pub struct Made {
     pub built: Built,
     pub delivered: Vec<(&'static str, Delivered)>,
@@ -20,62 +22,92 @@ pub struct Made {
     pub sboms: Vec<PathBuf>,
 }
 
-/// Builds the image and delivers it to the sinks that `sinks` chooses from the configuration.
+/// Builds every selected image and delivers each to the sinks that `sinks` chooses from its
+/// configuration. Returns one [`Made`] per image, in the order of the selection.
 pub fn build_and_deliver(
     req: &BuildRequest,
-    sinks: impl FnOnce(&Configured) -> Result<Vec<Box<dyn Sink>>>,
+    mut sinks: impl FnMut(&Configured) -> Result<Vec<Box<dyn Sink>>>,
     report: &Reporter,
-) -> Result<Made> {
-    let conf = pipeline::configure(req)?;
-    let sinks = sinks(&conf)?;
-    for sink in &sinks {
+) -> Result<Vec<Made>> {
+    let confs = pipeline::configure(req)?;
+    let sinks: Vec<Vec<Box<dyn Sink>>> = confs.iter().map(&mut sinks).collect::<Result<_>>()?;
+    for sink in sinks.iter().flatten() {
         sink.check()?;
     }
-    let sbom_base = match (req.sbom, &req.sbom_output) {
-        (None, _) => None,
-        (Some(_), Some(file)) => Some(file.clone()),
-        // Beside the output; a command that writes no file (push, load, --stream) writes none.
-        (Some(f), None) => sinks
-            .iter()
-            .find_map(|s| s.output_path())
-            .map(|beside| with_suffix(beside, f.suffix())),
-    };
-    if let Some(path) = &sbom_base {
+    if req.sbom_output.is_some() && confs.len() > 1 {
+        return Err(UsageError::new(format!(
+            "--sbom-output names one file, but {} images are selected",
+            confs.len()
+        ))
+        .hint("drop --sbom-output: each image's SBOM is then written beside its own output")
+        .into());
+    }
+    let sbom_paths: Vec<Option<PathBuf>> = sinks.iter().map(|s| sbom_path(req, s)).collect();
+    for path in sbom_paths.iter().flatten() {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ok();
         }
         check_writable(path, "SBOM")?;
     }
-    let built = pipeline::build(req, conf, report)?;
-    let images = built.images();
-    let mut sboms = Vec::new();
-    if let (Some(format), Some(base)) = (req.sbom, &sbom_base) {
-        for (i, image) in images.iter().enumerate() {
-            let path = if i == 0 {
-                base.clone()
-            } else {
-                debug_path(base, format.suffix())
-            };
-            let subject = Subject {
-                image,
-                debug: i > 0,
-            };
-            let bytes = sbom::render(format, &built.inventory, &subject)?;
-            write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
-                .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
-            report.status("SBOM", &path.display().to_string());
-            sboms.push(path);
+    let built = pipeline::build(req, confs, report)?;
+    let mut made = Vec::new();
+    for ((built, sinks), sbom_path) in built.into_iter().zip(sinks).zip(sbom_paths) {
+        let images = built.images();
+        let sboms = match (req.sbom, sbom_path) {
+            (Some(format), Some(base)) => write_sboms(format, &base, &built, report)?,
+            _ => Vec::new(),
+        };
+        let mut delivered = Vec::new();
+        for sink in &sinks {
+            delivered.push((sink.kind(), sink.deliver(&built.store, &images, report)?));
         }
+        made.push(Made {
+            built,
+            delivered,
+            sboms,
+        })
     }
-    let mut delivered = Vec::new();
-    for sink in &sinks {
-        delivered.push((sink.kind(), sink.deliver(&built.store, &images, report)?));
+    Ok(made)
+}
+
+/// Where an image's SBOM goes: `--sbom-output`, else beside its output; a command that writes
+/// no file (push, load, --stream) writes none.
+fn sbom_path(req: &BuildRequest, sinks: &[Box<dyn Sink>]) -> Option<PathBuf> {
+    let format = req.sbom?;
+    if let Some(file) = &req.sbom_output {
+        return Some(file.clone());
     }
-    Ok(Made {
-        built,
-        delivered,
-        sboms,
-    })
+    sinks
+        .iter()
+        .find_map(|s| s.output_path())
+        .map(|beside| with_suffix(beside, format.suffix()))
+}
+
+/// Writes the SBOM of each image of `built` (the debug variant's beside the image's).
+fn write_sboms(
+    format: sbom::Format,
+    base: &Path,
+    built: &Built,
+    report: &Reporter,
+) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (i, image) in built.images().into_iter().enumerate() {
+        let path = if i == 0 {
+            base.to_path_buf()
+        } else {
+            debug_path(base, format.suffix())
+        };
+        let subject = Subject {
+            image,
+            debug: i > 0,
+        };
+        let bytes = sbom::render(format, &built.inventory, &subject)?;
+        write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
+            .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
+        report.status("SBOM", &path.display().to_string());
+        out.push(path);
+    }
+    Ok(out)
 }
 
 /// `dir/out` → `dir/out.spdx.json` (a trailing `/` dropped).

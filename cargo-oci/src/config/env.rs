@@ -9,6 +9,8 @@ pub const DEFAULT_EPOCH: u64 = 1;
 pub struct ConfigEnv {
     /// `SOURCE_DATE_EPOCH`, as set.
     pub source_date_epoch: Option<String>,
+    /// `CARGO_OCI_REPOSITORY`: the registry and path every image name is put under.
+    pub repository: Option<String>,
 }
 
 impl ConfigEnv {
@@ -16,6 +18,7 @@ impl ConfigEnv {
     pub fn from_process() -> Self {
         ConfigEnv {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+            repository: std::env::var("CARGO_OCI_REPOSITORY").ok(),
         }
     }
 
@@ -38,6 +41,7 @@ mod tests {
     fn epoch_defaults_and_parses() {
         let env = |v: Option<&str>| ConfigEnv {
             source_date_epoch: v.map(str::to_string),
+            repository: None,
         };
         assert_eq!(env(None).epoch(), Ok(DEFAULT_EPOCH));
         assert_eq!(env(Some(" ")).epoch(), Ok(DEFAULT_EPOCH));

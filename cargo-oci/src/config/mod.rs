@@ -13,6 +13,6 @@ pub mod resolve;
 pub mod spec;
 pub mod validate;
 
-pub use package::{cargo_metadata, prefetch_revision, select_package, Selection};
-pub use resolve::image_spec;
+pub use package::{cargo_metadata, prefetch_revision, select_packages, Selection};
+pub use resolve::{image_specs, workspace_defaults};
 pub use spec::*;

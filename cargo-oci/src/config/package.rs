@@ -14,7 +14,13 @@ pub const LABEL_PREFIX: &str = "org.opencontainers.image.";
 /// What the user selected on the command line that changes how the spec is read.
 #[derive(Debug, Default, Clone)]
 pub struct Selection {
-    pub package: Option<String>,
+    /// `-p SPEC`, repeatable: cargo's package ID specifications (`name`, `name@1.2.0`, a URL
+    /// with a `#` fragment, or a glob such as `svc-*`).
+    pub packages: Vec<String>,
+    /// `--workspace`: every member that asks for an image.
+    pub workspace: bool,
+    /// `--exclude SPEC` (with `--workspace`).
+    pub exclude: Vec<String>,
     pub bin: Option<String>,
     pub manifest_path: Option<PathBuf>,
     /// Extra tags from `--tag`.
@@ -37,34 +43,183 @@ pub fn cargo_metadata(sel: &Selection) -> anyhow::Result<Metadata> {
     })
 }
 
-/// Picks the package the image is built from.
-pub fn select_package<'a>(meta: &'a Metadata, sel: &Selection) -> Result<&'a Package, UsageError> {
+/// The manifest cargo reads, as cargo finds it: `--manifest-path`, else the first `Cargo.toml`
+/// of the current directory or one of its parents.
+fn current_manifest(sel: &Selection) -> Option<PathBuf> {
+    let found = match &sel.manifest_path {
+        Some(m) => Some(m.clone()),
+        None => {
+            let cwd = std::env::current_dir().ok()?;
+            cwd.ancestors()
+                .map(|d| d.join("Cargo.toml"))
+                .find(|m| m.is_file())
+        }
+    }?;
+    Some(found.canonicalize().unwrap_or(found))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || a.canonicalize()
+            .ok()
+            .is_some_and(|a| Some(a) == b.canonicalize().ok())
+}
+
+/// Picks the packages images are built from, as cargo picks what it builds: `--workspace`
+/// (every member with `[package.metadata.oci]`, or with a binary when the workspace sets
+/// `all-binaries = true`) minus `--exclude`; else each `-p` spec; else the package of the
+/// manifest cargo reads (the current directory's, or `--manifest-path`). Members in workspace
+/// order, each once.
+pub fn select_packages<'a>(
+    meta: &'a Metadata,
+    sel: &Selection,
+    all_binaries: bool,
+) -> Result<Vec<&'a Package>, UsageError> {
     let members = meta.workspace_packages();
-    if let Some(name) = &sel.package {
-        return members
-            .into_iter()
-            .find(|p| p.name.as_str() == name)
-            .ok_or_else(|| {
-                UsageError::new(format!(
-                    "package `{name}` is not a member of the workspace at {}",
-                    meta.workspace_root
-                ))
-                .hint("pass the name of a workspace member with -p")
-            });
+    let names = || {
+        members
+            .iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let matching = |spec: &str, flag: &str| -> Result<Vec<&'a Package>, UsageError> {
+        let found: Vec<&Package> = members
+            .iter()
+            .copied()
+            .filter(|p| spec_matches(spec, p))
+            .collect();
+        if found.is_empty() {
+            return Err(UsageError::new(format!(
+                "{flag} `{spec}` matches no package of the workspace at {} (members: {})",
+                meta.workspace_root,
+                names()
+            ))
+            .hint(format!(
+                "pass a member's name, `name@version` or a glob such as `svc-*` to {flag} (see `cargo help pkgid`)"
+            )));
+        }
+        Ok(found)
+    };
+    if sel.workspace {
+        let excluded = sel
+            .exclude
+            .iter()
+            .map(|s| matching(s, "--exclude"))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat();
+        let chosen: Vec<&Package> = members
+            .iter()
+            .copied()
+            .filter(|p| !excluded.iter().any(|e| e.id == p.id))
+            .filter(|p| {
+                p.metadata.get("oci").is_some()
+                    || (all_binaries && p.targets.iter().any(|t| t.kind.contains(&TargetKind::Bin)))
+            })
+            .collect();
+        if chosen.is_empty() {
+            return Err(UsageError::new(format!(
+                "--workspace: no member of the workspace at {} asks for an image (members: {})",
+                meta.workspace_root,
+                names()
+            ))
+            .hint("add [package.metadata.oci] to the service packages, or set `all-binaries = true` in [workspace.metadata.oci]"));
+        }
+        return Ok(chosen);
     }
-    if let Some(p) = meta.root_package() {
-        return Ok(p);
+    if !sel.packages.is_empty() {
+        let mut chosen: Vec<&Package> = Vec::new();
+        for spec in &sel.packages {
+            for p in matching(spec, "-p")? {
+                if !chosen.iter().any(|c| c.id == p.id) {
+                    chosen.push(p);
+                }
+            }
+        }
+        chosen.sort_by_key(|p| members.iter().position(|m| m.id == p.id));
+        return Ok(chosen);
+    }
+    if let Some(manifest) = current_manifest(sel) {
+        if let Some(p) = members
+            .iter()
+            .find(|p| same_file(p.manifest_path.as_std_path(), &manifest))
+        {
+            return Ok(vec![p]);
+        }
     }
     if members.len() == 1 {
-        return Ok(members[0]);
+        return Ok(vec![members[0]]);
     }
-    let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
     Err(UsageError::new(format!(
         "{} is a virtual workspace with several packages ({})",
         meta.workspace_root.join("Cargo.toml"),
-        names.join(", ")
+        names()
     ))
-    .hint("choose one with -p NAME, or run from the package's directory"))
+    .hint("choose with -p NAME (repeatable) or --workspace, or run from a package's directory"))
+}
+
+/// Whether a package ID specification (`cargo help pkgid`) names `p`: `name`, `name@version`
+/// (`name:version`), a partial version (`name@1`), a glob on the name (`svc-*`), or a URL
+/// (`path+file:///dir#name@1.0.0`, `file:///dir`).
+pub fn spec_matches(spec: &str, p: &Package) -> bool {
+    let version_matches = |v: &str| {
+        let have = p.version.to_string();
+        have == v || have.starts_with(&format!("{v}."))
+    };
+    let name_version = |s: &str| match s.split_once(['@', ':']) {
+        Some((n, v)) => glob_matches(n, &p.name) && version_matches(v),
+        None => glob_matches(s, &p.name),
+    };
+    if !spec.contains("://") {
+        return name_version(spec);
+    }
+    let id = p.id.repr.as_str();
+    let (spec_url, fragment) = match spec.split_once('#') {
+        Some((u, f)) => (u, Some(f)),
+        None => (spec, None),
+    };
+    let id_url = id.split_once('#').map_or(id, |(u, _)| u);
+    let strip = |u: &str| {
+        let u = u
+            .split_once('+')
+            .filter(|(k, _)| !k.contains('/'))
+            .map_or(u, |(_, r)| r);
+        u.trim_end_matches('/').to_string()
+    };
+    if strip(spec_url) != strip(id_url) {
+        return false;
+    }
+    match fragment {
+        None => true,
+        Some(f) if f.contains(['@', ':']) => name_version(f),
+        // `#1.2.0` (a version) or `#name`
+        Some(f) if f.starts_with(|c: char| c.is_ascii_digit()) => version_matches(f),
+        Some(f) => glob_matches(f, &p.name),
+    }
+}
+
+/// `*` and `?` globs on a package name, as `-p` takes them (linear backtracking: the last `*`
+/// absorbs one more character on a mismatch).
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
 }
 
 pub(crate) fn choose_bin(
@@ -163,4 +318,62 @@ fn run_git_clean_head(dir: &Path) -> Option<String> {
         return None;
     }
     git(&["rev-parse", "HEAD"]).filter(|h| h.len() >= 40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(name: &str, version: &str, dir: &str) -> Package {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "version": version,
+            "id": format!("path+file://{dir}#{name}@{version}"),
+            "dependencies": [],
+            "targets": [],
+            "features": {},
+            "manifest_path": format!("{dir}/Cargo.toml"),
+        }))
+        .expect("a package")
+    }
+
+    #[test]
+    fn package_specs_match_as_cargo_reads_them() {
+        let p = package("billing", "1.2.0", "/ws/services/billing");
+        for yes in [
+            "billing",
+            "billing@1.2.0",
+            "billing@1.2",
+            "billing@1",
+            "billing:1.2.0",
+            "bill*",
+            "b?lling",
+            "*",
+            "path+file:///ws/services/billing#billing@1.2.0",
+            "file:///ws/services/billing",
+            "file:///ws/services/billing#1.2.0",
+            "path+file:///ws/services/billing#billing",
+        ] {
+            assert!(spec_matches(yes, &p), "{yes}");
+        }
+        for no in [
+            "bill",
+            "billing@1.3.0",
+            "billing@1.20",
+            "gateway",
+            "*x",
+            "file:///ws/services/gateway",
+            "path+file:///ws/services/billing#billing@2.0.0",
+        ] {
+            assert!(!spec_matches(no, &p), "{no}");
+        }
+    }
+
+    #[test]
+    fn globs_take_linear_time() {
+        assert!(glob_matches("a*b*c", "axxbyyc"));
+        assert!(!glob_matches("a*b*c", "axxbyy"));
+        let long = "a".repeat(2000);
+        assert!(!glob_matches(&format!("{}b", "*a".repeat(200)), &long));
+    }
 }

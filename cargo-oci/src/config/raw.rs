@@ -40,6 +40,16 @@ pub struct RawOci {
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
     pub scanner_metadata: Option<bool>,
+    /// One image per binary (instead of `bin`).
+    pub bins: Option<Vec<String>>,
+    /// Other binaries of the package installed next to the service in `/bin`, built along.
+    pub extra_bins: Option<Vec<String>>,
+    /// The cargo profile the image's binaries are built with.
+    pub profile: Option<String>,
+    /// Features of the package turned on for the build.
+    pub features: Option<Vec<String>>,
+    /// `[workspace.metadata.oci]` only: `--workspace` takes every member with a binary.
+    pub all_binaries: Option<bool>,
 }
 
 /// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
@@ -174,6 +184,11 @@ impl RawOci {
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
             scanner_metadata: self.scanner_metadata.or(defaults.scanner_metadata),
+            bins: self.bins.or(defaults.bins),
+            extra_bins: self.extra_bins.or(defaults.extra_bins),
+            profile: self.profile.or(defaults.profile),
+            features: self.features.or(defaults.features),
+            all_binaries: self.all_binaries.or(defaults.all_binaries),
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::config::paths::{normalize, owned_by_image, volume_conflict};
 use crate::config::raw::{RawFile, RawOci};
 use crate::config::spec::{BuildSpec, Created, FileSpec, ImageSpec, PermSpec, RuntimeConfig};
 use crate::config::validate::{
-    debug_spec, expand_tag, invalid, parse_created, plain_text, probe, validate_port, Invalid,
+    debug_spec, expand_placeholders, expand_tag, invalid, parse_created, plain_text, probe,
+    validate_port, Invalid,
 };
 use crate::oci::reference::{validate_tag, ImageName};
 use crate::util::error::UsageError;
@@ -20,59 +21,146 @@ use crate::util::error::UsageError;
 /// The default `max-layers`.
 pub const DEFAULT_MAX_LAYERS: usize = 100;
 
-/// Reads and validates the image spec of `package`, with this process's environment.
-pub fn image_spec(
+/// Reads and validates the image specs of `package` (one per binary it ships as an image), with
+/// this process's environment.
+pub fn image_specs(
     meta: &Metadata,
     package: &Package,
     sel: &Selection,
-) -> Result<ImageSpec, UsageError> {
-    image_spec_with(meta, package, sel, &ConfigEnv::from_process())
+) -> Result<Vec<ImageSpec>, UsageError> {
+    image_specs_with(meta, package, sel, &ConfigEnv::from_process())
 }
 
-/// Reads and validates the image spec of `package`.
-pub fn image_spec_with(
+/// `[workspace.metadata.oci]`, parsed (empty when absent).
+pub fn workspace_defaults(meta: &Metadata) -> Result<RawOci, UsageError> {
+    let ws_manifest = meta.workspace_root.join("Cargo.toml");
+    match meta.workspace_metadata.get("oci") {
+        Some(v) => RawOci::parse(v, "workspace.metadata.oci", ws_manifest.as_std_path()),
+        None => Ok(RawOci::default()),
+    }
+}
+
+/// Where each key's value comes from: the package's table, else the workspace's. Errors about a
+/// value name the file and table it was written in.
+struct Origin<'a> {
+    manifest: &'a Path,
+    ws_manifest: PathBuf,
+    own: Option<&'a serde_json::Value>,
+    workspace: Option<&'a serde_json::Value>,
+}
+
+impl Origin<'_> {
+    fn error(&self, key: &str, bad: Invalid) -> UsageError {
+        let top = key.split(['[', '.']).next().unwrap_or(key);
+        let from_workspace = self.own.and_then(|o| o.get(top)).is_none()
+            && self.workspace.and_then(|w| w.get(top)).is_some();
+        let (file, table) = if from_workspace {
+            (self.ws_manifest.as_path(), "workspace.metadata.oci")
+        } else {
+            (self.manifest, "package.metadata.oci")
+        };
+        UsageError::new(format!("{}: `{table}.{key}`: {}", file.display(), bad.msg)).hint(bad.help)
+    }
+}
+
+/// Reads and validates the image specs of `package`: one per binary of `bins`, else the one of
+/// `--bin`, `bin` or the package's only binary.
+pub fn image_specs_with(
     meta: &Metadata,
     package: &Package,
     sel: &Selection,
     environment: &ConfigEnv,
-) -> Result<ImageSpec, UsageError> {
+) -> Result<Vec<ImageSpec>, UsageError> {
     let manifest = package.manifest_path.as_std_path();
-    let ws_manifest = meta.workspace_root.join("Cargo.toml");
-    let defaults = match meta.workspace_metadata.get("oci") {
-        Some(v) => RawOci::parse(v, "workspace.metadata.oci", ws_manifest.as_std_path())?,
-        None => RawOci::default(),
-    };
+    let defaults = workspace_defaults(meta)?;
     let own = match package.metadata.get("oci") {
         Some(v) => RawOci::parse(v, "package.metadata.oci", manifest)?,
         None => RawOci::default(),
     };
-    let raw = own.with_defaults(defaults);
-    let err = |key: &str, bad: Invalid| {
-        UsageError::new(format!(
-            "{}: `package.metadata.oci.{key}`: {}",
-            manifest.display(),
-            bad.msg
-        ))
-        .hint(bad.help)
+    let origin = Origin {
+        manifest,
+        ws_manifest: meta.workspace_root.join("Cargo.toml").into_std_path_buf(),
+        own: package.metadata.get("oci"),
+        workspace: meta.workspace_metadata.get("oci"),
     };
+    if own.all_binaries.is_some() {
+        return Err(origin.error(
+            "all-binaries",
+            invalid(
+                "is a setting of the whole workspace",
+                "move `all-binaries` to [workspace.metadata.oci] in the workspace's Cargo.toml",
+            ),
+        ));
+    }
+    let raw = own.with_defaults(defaults);
+    let bins = match (&sel.bin, &raw.bins, &raw.bin) {
+        (Some(b), _, _) => vec![choose_bin(package, Some(b), manifest)?],
+        (None, Some(_), Some(_)) => {
+            return Err(origin.error(
+                "bins",
+                invalid(
+                    "`bin` and `bins` are both set",
+                    "keep `bins` for one image per binary, or `bin` for one image",
+                ),
+            ))
+        }
+        (None, Some(list), None) => {
+            if list.is_empty() {
+                return Err(origin.error(
+                    "bins",
+                    invalid("the list is empty", "name at least one [[bin]] target"),
+                ));
+            }
+            let mut v: Vec<String> = Vec::new();
+            for b in list {
+                let b = choose_bin(package, Some(b), manifest)
+                    .map_err(|e| origin.error("bins", invalid(e.to_string(), "")))?;
+                if !v.contains(&b) {
+                    v.push(b);
+                }
+            }
+            v
+        }
+        (None, None, b) => vec![choose_bin(package, b.as_deref(), manifest)?],
+    };
+    let several = bins.len() > 1;
+    bins.into_iter()
+        .map(|bin| image_spec_for(meta, package, sel, environment, &raw, &origin, bin, several))
+        .collect()
+}
+
+/// The spec of one image of `package`: the one carrying `bin`.
+#[allow(clippy::too_many_arguments)]
+fn image_spec_for(
+    meta: &Metadata,
+    package: &Package,
+    sel: &Selection,
+    environment: &ConfigEnv,
+    raw: &RawOci,
+    origin: &Origin,
+    bin: String,
+    several: bool,
+) -> Result<ImageSpec, UsageError> {
+    let manifest = package.manifest_path.as_std_path();
+    let err = |key: &str, bad: Invalid| origin.error(key, bad);
     let package_dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
     // Symlinks resolved, so that `files` sources can be checked against it.
     let package_dir = package_dir.canonicalize().unwrap_or(package_dir);
 
-    let name_text = raw.name.clone().unwrap_or_else(|| package.name.to_string());
-    let name = ImageName::parse(&name_text).map_err(|m| {
-        err(
-            "name",
-            invalid(
-                m,
-                "use a lowercase reference such as \"registry.example.com/team/app\"",
-            ),
-        )
-    })?;
+    let name_help = "use a lowercase reference such as \"registry.example.com/team/{package}\"";
+    let default_name = if several {
+        "{bin}"
+    } else {
+        package.name.as_str()
+    };
+    let name_text = expand_placeholders(raw.name.as_deref().unwrap_or(default_name), package, &bin)
+        .map_err(|m| err("name", invalid(m, name_help)))?;
+    let name = match environment.repository.as_deref().map(str::trim) {
+        Some(repo) if !repo.is_empty() => prefixed_name(repo, &name_text)?,
+        _ => ImageName::parse(&name_text).map_err(|m| err("name", invalid(m, name_help)))?,
+    };
 
-    let bin = choose_bin(package, sel.bin.as_deref().or(raw.bin.as_deref()), manifest)?;
-
-    let tag_help = "tags are up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`; {version} and {package} are expanded";
+    let tag_help = "tags are up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`; {version}, {package} and {bin} are expanded";
     let mut tags = Vec::new();
     for t in raw
         .tags
@@ -81,7 +169,7 @@ pub fn image_spec_with(
         .iter()
         .chain(&sel.tags)
     {
-        let t = expand_tag(t, package).map_err(|m| err("tags", invalid(m, tag_help)))?;
+        let t = expand_tag(t, package, &bin).map_err(|m| err("tags", invalid(m, tag_help)))?;
         validate_tag(&t).map_err(|m| err("tags", invalid(m, tag_help)))?;
         if !tags.contains(&t) {
             tags.push(t);
@@ -143,7 +231,38 @@ pub fn image_spec_with(
         .flatten()
         .filter_map(|p| p.bin.as_deref())
         .collect();
-    let programs: Vec<&str> = std::iter::once(bin.as_str()).chain(probe_bins).collect();
+    let extra_bins = extra_bins(raw, package, &bin).map_err(|m| err("extra-bins", m))?;
+    let programs: Vec<&str> = std::iter::once(bin.as_str())
+        .chain(probe_bins)
+        .chain(extra_bins.iter().map(String::as_str))
+        .collect();
+    let profile = raw
+        .profile
+        .as_deref()
+        .map(|p| profile_name(p).map_err(|m| err("profile", m)))
+        .transpose()?;
+    let features = raw.features.clone().unwrap_or_default();
+    for f in &features {
+        if !package.features.contains_key(f) {
+            let mut known: Vec<&str> = package.features.keys().map(String::as_str).collect();
+            known.retain(|k| *k != "default");
+            return Err(err(
+                "features",
+                invalid(
+                    format!(
+                        "package `{}` has no feature `{f}` (it has: {})",
+                        package.name,
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                    "name features of the package's [features] table",
+                ),
+            ));
+        }
+    }
 
     let volume_help = "name a directory of its own for the service's data, such as \"/data\"";
     let mut volumes: Vec<String> = Vec::new();
@@ -290,6 +409,10 @@ pub fn image_spec_with(
             manifest_path: manifest.to_path_buf(),
             package_dir,
             target_directory: meta.target_directory.clone().into_std_path_buf(),
+            package_id: package.id.repr.clone(),
+            profile,
+            features,
+            extra_bins,
             bin,
         },
         name,
@@ -319,6 +442,60 @@ pub fn image_spec_with(
         init: raw.init.unwrap_or(false),
         scanner_metadata: raw.scanner_metadata.unwrap_or(true),
     })
+}
+
+/// `CARGO_OCI_REPOSITORY` in front of the last part of the configured name:
+/// `registry.example.com/team` and `ghcr.io/me/billing` give `registry.example.com/team/billing`.
+fn prefixed_name(repo: &str, name: &str) -> Result<ImageName, UsageError> {
+    let fail = |m: String| {
+        UsageError::new(format!("CARGO_OCI_REPOSITORY=`{repo}`: {m}"))
+            .hint("set it to a registry and path without a tag, such as registry.example.com/team")
+    };
+    ImageName::parse(repo).map_err(fail)?;
+    let last = name.rsplit('/').next().unwrap_or(name);
+    ImageName::parse(&format!("{}/{last}", repo.trim_end_matches('/'))).map_err(fail)
+}
+
+/// A cargo profile name: what `--profile` takes.
+fn profile_name(p: &str) -> Result<String, Invalid> {
+    if p.is_empty()
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            format!("`{}` is not a profile name", p.escape_debug()),
+            "name a profile such as \"release\" or one of [profile.NAME] in the workspace's Cargo.toml",
+        ));
+    }
+    Ok(p.to_string())
+}
+
+/// `extra-bins`: other binaries of the package, each once, not the service itself.
+fn extra_bins(raw: &RawOci, package: &Package, service: &str) -> Result<Vec<String>, Invalid> {
+    let have: Vec<&str> = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.contains(&cargo_metadata::TargetKind::Bin))
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for b in raw.extra_bins.iter().flatten() {
+        if !have.contains(&b.as_str()) {
+            return Err(invalid(
+                format!(
+                    "package `{}` has no binary named `{b}` (it has: {})",
+                    package.name,
+                    have.join(", ")
+                ),
+                "name [[bin]] targets of the package",
+            ));
+        }
+        if b != service && !out.contains(b) {
+            out.push(b.clone());
+        }
+    }
+    Ok(out)
 }
 
 const OUTSIDE_HELP: &str = "files come from the package directory only: copy what you need into the package (e.g. with a step before `cargo oci build`) and name that copy";

@@ -15,13 +15,21 @@ pub enum Created {
 }
 
 /// How to build the program the image carries: the package, its binary, where cargo works.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildSpec {
     /// The package's name.
     pub package: String,
     pub manifest_path: PathBuf,
     pub package_dir: PathBuf,
     pub target_directory: PathBuf,
+    /// cargo's id of the package (which artifacts of a build are its own).
+    pub package_id: String,
+    /// The cargo profile from the metadata (`profile`); the command line overrides it.
+    pub profile: Option<String>,
+    /// The package's features turned on (`features`).
+    pub features: Vec<String>,
+    /// Other binaries of the package installed in `/bin` next to the service (`extra-bins`).
+    pub extra_bins: Vec<String>,
     /// The binary that is the service.
     pub bin: String,
 }
@@ -72,8 +80,9 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    /// The package's binaries used as probes (`bin = ...`), built along with the service.
-    pub fn probe_bins(&self) -> Vec<String> {
+    /// The package's other binaries installed in `/bin` and built along with the service: the
+    /// probes (`bin = ...`) and `extra-bins`.
+    pub fn bins_along(&self) -> Vec<String> {
         let mut v: Vec<String> = [&self.live, &self.ready]
             .into_iter()
             .flatten()
@@ -81,6 +90,8 @@ impl ImageSpec {
                 ProbeKind::Bin(b) if *b != self.build.bin => Some(b.clone()),
                 _ => None,
             })
+            .chain(self.build.extra_bins.iter().cloned())
+            .filter(|b| *b != self.build.bin)
             .collect();
         v.sort();
         v.dedup();

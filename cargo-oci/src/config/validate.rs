@@ -148,30 +148,36 @@ pub fn debug_spec(v: &serde_json::Value) -> Result<Option<DebugSpec>, Invalid> {
     }
 }
 
-/// Replaces `{version}` and `{package}` in a tag.
-pub fn expand_tag(tag: &str, package: &Package) -> Result<String, String> {
+/// Replaces `{version}`, `{package}` and `{bin}` in a tag or an image name.
+pub fn expand_placeholders(text: &str, package: &Package, bin: &str) -> Result<String, String> {
     let mut out = String::new();
-    let mut rest = tag;
+    let mut rest = text;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let end = rest[start..]
             .find('}')
-            .ok_or_else(|| format!("`{tag}` has an unclosed `{{`"))?
+            .ok_or_else(|| format!("`{text}` has an unclosed `{{`"))?
             + start;
         match &rest[start + 1..end] {
             "version" => out.push_str(&package.version.to_string()),
             "package" => out.push_str(package.name.as_str()),
+            "bin" => out.push_str(bin),
             other => {
                 return Err(format!(
-                    "`{tag}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}})"
+                    "`{text}` uses the unknown placeholder `{{{other}}}` (known: {{version}}, {{package}}, {{bin}})"
                 ))
             }
         }
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    // Semver build metadata (`+`) is not allowed in tags; registries use `_` by convention.
-    Ok(out.replace('+', "_"))
+    Ok(out)
+}
+
+/// A tag with its placeholders replaced. Semver build metadata (`+`) is not allowed in tags;
+/// registries use `_` by convention.
+pub fn expand_tag(tag: &str, package: &Package, bin: &str) -> Result<String, String> {
+    Ok(expand_placeholders(tag, package, bin)?.replace('+', "_"))
 }
 
 pub fn validate_port(p: &str) -> Result<(), String> {

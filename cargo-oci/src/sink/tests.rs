@@ -29,6 +29,7 @@ fn spec() -> ImageSpec {
             package_dir: "/nonexistent".into(),
             target_directory: "/nonexistent/target".into(),
             bin: "app".into(),
+            ..Default::default()
         },
         name: ImageName::parse("localhost/unit/app").unwrap(),
         tags: vec!["1.2.3".into(), "latest".into()],

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use cargo_metadata::{DependencyKind, Metadata, MetadataCommand, PackageId, TargetKind};
 
 use crate::build::cargo::CargoFlags;
+use crate::config::ImageSpec;
 use crate::util::error::UsageError;
 
 /// Where a crate's source came from.
@@ -42,18 +43,21 @@ pub struct Crate {
 }
 
 /// The crates of the binary; the package itself first.
-pub fn resolve(
-    manifest: &Path,
-    package: &str,
-    target: &str,
-    flags: &CargoFlags,
-) -> Result<Vec<Crate>> {
+pub fn resolve(spec: &ImageSpec, target: &str, flags: &CargoFlags) -> Result<Vec<Crate>> {
+    let package = spec.build.package.as_str();
     let mut cmd = MetadataCommand::new();
-    cmd.manifest_path(manifest);
+    cmd.manifest_path(&spec.build.manifest_path);
     let mut opts = vec!["--filter-platform".to_string(), target.to_string()];
-    if !flags.features.is_empty() {
+    // The features cargo built with: the command line's and the metadata's `features`.
+    let features: Vec<String> = flags
+        .features
+        .iter()
+        .cloned()
+        .chain(spec.build.features.iter().map(|f| format!("{package}/{f}")))
+        .collect();
+    if !features.is_empty() {
         opts.push("--features".into());
-        opts.push(flags.features.join(","));
+        opts.push(features.join(","));
     }
     for (on, flag) in [
         (flags.all_features, "--all-features"),
