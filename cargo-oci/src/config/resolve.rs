@@ -447,6 +447,7 @@ fn image_spec_for(
         perms,
         init: raw.init.unwrap_or(false),
         content_tag,
+        scanner_metadata: raw.scanner_metadata.unwrap_or(true),
     })
 }
 

@@ -82,6 +82,8 @@ pub struct ImageSpec {
     pub init: bool,
     /// Whether the images also get the content tag (`content-tag`, default true).
     pub content_tag: bool,
+    /// The image carries what scanners read: dpkg records, copyright files, os-release.
+    pub scanner_metadata: bool,
 }
 
 impl ImageSpec {

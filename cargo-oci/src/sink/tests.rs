@@ -59,6 +59,7 @@ fn spec() -> ImageSpec {
         perms: vec![],
         init: false,
         content_tag: true,
+        scanner_metadata: true,
     }
 }
 
