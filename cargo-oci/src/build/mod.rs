@@ -13,5 +13,6 @@ pub mod package;
 pub mod pipeline;
 pub mod plan;
 pub mod rebase;
+pub mod sbom;
 pub mod target;
 pub mod tools;

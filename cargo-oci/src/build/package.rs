@@ -11,6 +11,7 @@ use crate::build::cargo::{self, Artifact};
 use crate::build::closure::{self, Closure, ClosureOptions, Executable};
 use crate::build::layer_cache::LayerCache;
 use crate::build::plan::{self, CA_BUNDLE};
+use crate::build::sbom;
 use crate::build::{target, tools};
 use crate::config::ImageSpec;
 use crate::oci::compress::{Codec, Compression};
@@ -21,15 +22,17 @@ use crate::util::error::UsageError;
 use crate::util::reporter::{self, Reporter};
 
 /// From the built executables to the images (standard, and debug when asked) in the store.
+#[allow(clippy::too_many_arguments)] // the stage's inputs, each from another stage
 pub fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
+    crates: Vec<sbom::Crate>,
     target_dir: &Path,
     compression: Codec,
     registry: &ClientOptions,
     prepare: &Mutex<()>,
     report: &Reporter,
-) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
+) -> Result<(Image, Option<Image>, Closure, plan::Plan, sbom::Inventory)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let prepared = prepare
@@ -158,9 +161,19 @@ pub fn assemble(
         None
     };
 
+    // The crate list scanners read from a Rust binary, in a copy of it.
+    let service = if spec.scanner_metadata {
+        sbom::embed_crate_list(
+            &artifact.path,
+            &crates,
+            &target_dir.join("oci").join(".cache").join("auditable"),
+        )?
+    } else {
+        artifact.path.clone()
+    };
     let mut plan = plan::plan(&plan::Inputs {
         spec,
-        service: artifact.path.clone(),
+        service,
         helper,
         closure: &closure,
         ca_bundle,
@@ -168,6 +181,21 @@ pub fn assemble(
         probe_bins: &artifact.extra,
         debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
     })?;
+    let binary = format!("{}/{}", plan::IMAGE_PATH, spec.build.bin);
+    // The package records of the target's file system, when it has them.
+    let records = if sysroot.join("var/lib/dpkg").is_dir() {
+        sysroot.as_path()
+    } else {
+        Path::new("/")
+    };
+    let mut inventory = sbom::gather(&plan, crates, &binary, records)?;
+    inventory.created = spec.mtime;
+    if spec.scanner_metadata {
+        if let Some(layer) = sbom::scanner::layer(&inventory, &plan) {
+            // Above cargo-oci's base files, under everything that changes more often.
+            plan.layers.insert(plan.layers.len().min(1), layer);
+        }
+    }
     // The debug variant adds one layer on top: keep room for it in the budget.
     let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
     plan.layers = crate::build::layering::fit(plan.layers, budget);
@@ -202,7 +230,10 @@ pub fn assemble(
         Some(dl) => {
             let mut all = layers;
             all.push(dl);
-            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
+            let tags: Vec<String> = match spec.debug.as_ref().and_then(|d| d.tags.clone()) {
+                Some(t) => t,
+                None => image.tags.iter().map(|t| format!("{t}-debug")).collect(),
+            };
             let mut d = crate::build::assemble::assemble(
                 &store,
                 spec,
@@ -222,7 +253,7 @@ pub fn assemble(
     for repair in store.take_repairs() {
         report.warn(&format!("repaired a damaged cache entry: {repair}"));
     }
-    Ok((image, debug, closure, plan))
+    Ok((image, debug, closure, plan, inventory))
 }
 
 /// Writes every layer at once (through the layer cache): the small ones compress while the big

@@ -12,6 +12,7 @@ use anyhow::Result;
 use crate::build::cargo::{self, Artifact, CargoFlags};
 use crate::build::closure::Closure;
 use crate::build::plan;
+use crate::build::sbom;
 use crate::build::target;
 use crate::config::{self, ImageSpec, Selection};
 use crate::oci::compress::Codec;
@@ -36,6 +37,10 @@ pub struct BuildRequest {
     pub registry: ClientOptions,
     /// `--platform`: OCI platforms to build for (glibc targets), unless `--target` names some.
     pub platforms: Vec<String>,
+    /// The SBOM to write beside the output (`--sbom`), if any.
+    pub sbom: Option<sbom::Format>,
+    /// Where to write it instead (`--sbom-output`).
+    pub sbom_output: Option<PathBuf>,
 }
 
 /// The configuration of one image to make, read before anything is built.
@@ -79,6 +84,8 @@ pub struct PlatformBuilt {
     pub closure: Closure,
     /// What each layer holds (the debug variant's layer included), for `cargo oci inspect`.
     pub plan: plan::Plan,
+    /// What the image is made of: crates, Debian packages, files (for its SBOM).
+    pub inventory: sbom::Inventory,
 }
 
 impl PlatformBuilt {
@@ -401,9 +408,11 @@ pub fn assemble_one(
                 artifact.path.display()
             ),
         );
-        let (image, debug, closure, plan) = crate::build::package::assemble(
+        let crates = sbom::crates::resolve(&spec, &artifact.target, &req.cargo)?;
+        let (image, debug, closure, plan, inventory) = crate::build::package::assemble(
             &spec,
             artifact,
+            crates,
             &target_dir,
             req.compression,
             &req.registry,
@@ -416,6 +425,7 @@ pub fn assemble_one(
             debug,
             closure,
             plan,
+            inventory,
         });
     }
     let store = Store::open(&target_dir.join("oci").join(".store"))?;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::build::cargo::CargoFlags;
 use crate::build::pipeline::BuildRequest;
+use crate::build::sbom;
 use crate::config::Selection;
 use crate::oci::compress::Codec;
 use crate::registry::ClientOptions;
@@ -126,6 +127,24 @@ pub enum MessageFormat {
     Json,
 }
 
+/// When stderr is coloured (as cargo's `--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColorChoice::Auto => "auto",
+            ColorChoice::Always => "always",
+            ColorChoice::Never => "never",
+        }
+    }
+}
+
 /// Options every command shares.
 #[derive(Debug, Args)]
 pub struct Common {
@@ -138,6 +157,15 @@ pub struct Common {
     /// Print results as human text or one JSON object per result.
     #[arg(long, value_enum, default_value_t, global = true)]
     pub message_format: MessageFormat,
+    /// Coloring: auto, always, never (default: $CARGO_TERM_COLOR, else auto; passed to cargo).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        env = "CARGO_TERM_COLOR",
+        global = true
+    )]
+    pub color: Option<ColorChoice>,
 }
 
 /// The `cargo build` options cargo-oci passes through.
@@ -199,6 +227,9 @@ pub struct CargoArgs {
     /// Directory for all generated artifacts.
     #[arg(long, value_name = "DIRECTORY")]
     pub target_dir: Option<PathBuf>,
+    /// Number of parallel jobs of cargo (passed to `cargo build --jobs`).
+    #[arg(short, long, value_name = "N", allow_hyphen_values = true)]
+    pub jobs: Option<String>,
 }
 
 /// What every command that makes an image takes: cargo's options, the image's, and how to talk.
@@ -220,8 +251,27 @@ pub struct ImageArgs {
     /// Layer compression (gzip: read by every runtime; zstd: about twice as fast).
     #[arg(long, value_enum, default_value_t)]
     pub compression: Codec,
+    /// The SBOM written beside the output (`<output>.spdx.json` / `.cdx.json`), or none.
+    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = parse_sbom)]
+    pub sbom: SbomChoice,
+    /// Write the SBOM to this file instead (the debug variant's gets `-debug` before the suffix).
+    #[arg(long, value_name = "FILE")]
+    pub sbom_output: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// `--sbom spdx|cyclonedx|none`.
+#[derive(Debug, Clone, Copy)]
+pub struct SbomChoice(pub Option<sbom::Format>);
+
+fn parse_sbom(s: &str) -> Result<SbomChoice, String> {
+    match s {
+        "none" => Ok(SbomChoice(None)),
+        _ => <sbom::Format as ValueEnum>::from_str(s, true)
+            .map(|f| SbomChoice(Some(f)))
+            .map_err(|_| format!("`{s}` is not an SBOM format: use spdx, cyclonedx or none")),
+    }
 }
 
 /// How registries are reached, for a base image (`from`) as for a push.
@@ -256,6 +306,8 @@ impl ImageArgs {
             debug: self.debug,
             compression: self.compression,
             registry: self.registry.options(),
+            sbom: self.sbom.0,
+            sbom_output: self.sbom_output.clone(),
             platforms: self.cargo.platform.clone(),
         }
     }
@@ -290,9 +342,9 @@ pub struct PushArgs {
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
     /// Blobs sent at the same time.
-    #[arg(short, long, value_name = "N", default_value_t = 4,
+    #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub jobs: u16,
+    pub upload_jobs: u16,
     /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::sink::push::parse_size)]
     pub chunk_size: u64,
@@ -342,13 +394,18 @@ pub struct InitArgs {
 
 impl Common {
     pub fn reporter(&self) -> Reporter {
-        Reporter::new(if self.quiet {
+        let r = Reporter::new(if self.quiet {
             Verbosity::Quiet
         } else if self.verbose > 0 {
             Verbosity::Verbose
         } else {
             Verbosity::Normal
-        })
+        });
+        match self.color {
+            Some(ColorChoice::Always) => r.with_color(true),
+            Some(ColorChoice::Never) => r.with_color(false),
+            Some(ColorChoice::Auto) | None => r,
+        }
     }
 }
 
@@ -369,6 +426,8 @@ impl CargoArgs {
             target_dir: self.target_dir.clone(),
             quiet: common.quiet,
             verbose: common.verbose.saturating_sub(1),
+            color: common.color.map(|c| c.as_str().to_string()),
+            jobs: self.jobs.clone(),
         }
     }
 

@@ -157,6 +157,7 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
             "media_type": crate::oci::index::INDEX_MEDIA_TYPE,
             "format": fmt,
             "path": path,
+            "sbom": made.sboms,
             "platforms": b.platforms.iter().map(|p| {
                 let mut v = image_json(&p.image);
                 v["platform"] = json!(crate::oci::index::platform_of(&p.image));
@@ -190,6 +191,7 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
                 ("content_tag", json!(img.content_tag)),
                 ("format", json!(fmt)),
                 ("path", json!(path)),
+                ("sbom", json!(made.sboms)),
                 (
                     "debug",
                     json!(p.debug.as_ref().map(|d| json!({
