@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Push timing: `cargo oci push` against `skopeo copy` of the same OCI layout, side by side in one
 # run, each to its own fresh docker-registry on 127.0.0.1 (first push: every blob uploaded;
-# second push: nothing to upload). Usage: scripts/bench-push.sh [EXAMPLE] [ROUNDS]
+# second push: nothing to upload), then medians and the ratios skopeo / cargo-oci (above 1:
+# cargo-oci is faster), wall and CPU (user + system). Usage: scripts/bench-push.sh [EXAMPLE]
+# [ROUNDS]; CARGO_OCI_BIN=PATH measures that binary.
 set -euo pipefail
 
 example=${1:-tls-zlib}
@@ -44,18 +46,37 @@ start_registry() {
 }
 
 now() { date +%s.%N; }
-elapsed() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.2f", a - b }'; }
+results=$work/results.tsv
+: >"$results"
+# timed TOOL WHICH CMD...: one run; records wall and CPU seconds.
+timed() {
+    local tool=$1 which=$2 t; shift 2
+    t=$(now)
+    /usr/bin/time -f '%U %S' -o "$work/rusage" "$@" >/dev/null
+    awk -v a="$(now)" -v b="$t" -v tool="$tool" -v w="$which" '{ printf "%s\t%s\t%.3f\t%.3f\n", tool, w, a - b, $1 + $2 }' \
+        <(tail -1 "$work/rusage") >>"$results"
+}
 
-printf '%-6s %-22s %8s %8s\n' round tool first second
 for r in $(seq "$rounds"); do
+    echo "round $r/$rounds" >&2
     reg=$(start_registry)
-    t=$(now); "$bin" oci push --release --no-build -q --to "$reg/bench/app" >/dev/null; a=$(elapsed "$t")
-    t=$(now); "$bin" oci push --release --no-build -q --to "$reg/bench/app" >/dev/null; b=$(elapsed "$t")
-    printf '%-6s %-22s %8s %8s\n' "$r" "cargo oci push" "$a" "$b"
+    timed "cargo oci push" first "$bin" oci push --release --no-build -q --to "$reg/bench/app"
+    timed "cargo oci push" repeat "$bin" oci push --release --no-build -q --to "$reg/bench/app"
 
     reg=$(start_registry)
-    t=$(now); skopeo copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/app:latest"; a=$(elapsed "$t")
-    t=$(now); skopeo copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/app:latest"; b=$(elapsed "$t")
-    printf '%-6s %-22s %8s %8s\n' "$r" "skopeo copy" "$a" "$b"
+    timed "skopeo copy" first skopeo copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/app:latest"
+    timed "skopeo copy" repeat skopeo copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/app:latest"
+done
+
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+col() { awk -F'\t' -v t="$1" -v w="$2" -v c="$3" '$1 == t && $2 == w { print $c }' "$results"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+echo "medians of $rounds rounds; x = skopeo / cargo-oci (above 1: cargo-oci is faster); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-30s %9s %8s | %9s %8s | %7s %7s | %s\n' figure "wall s" "cpu s" "skopeo" "cpu s" "x wall" "x cpu" target
+for w in first repeat; do
+    ow=$(col "cargo oci push" "$w" 3 | median); oc=$(col "cargo oci push" "$w" 4 | median)
+    sw=$(col "skopeo copy" "$w" 3 | median); sc=$(col "skopeo copy" "$w" 4 | median)
+    label="first push, $example"; [ "$w" = repeat ] && label="repeat push, nothing to send"
+    printf '%-30s %9s %8s | %9s %8s | %7s %7s | %s\n' "$label" "$ow" "$oc" "$sw" "$sc" "$(ratio "$sw" "$ow")" "$(ratio "$sc" "$oc")" ">= 2x"
 done
 t=$(now); "$bin" oci build --release --no-build -q >/dev/null; echo "for reference, cargo oci build --no-build (packaging only): $(elapsed "$t") s"

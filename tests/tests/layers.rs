@@ -214,3 +214,34 @@ fn an_unknown_compression_is_a_usage_error() {
         "the error names the value and the choices: {err}"
     );
 }
+
+#[test]
+fn the_contracts_layer_is_one_blob_for_every_service() {
+    // Two services with different contracts (health-service has probes and a debug variant,
+    // http-hello none): the helper's layer is the same blob, their settings are in the service
+    // layer.
+    let digest_of = |b: &Built, role: &str| {
+        b.json["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .find(|l| l["role"] == role)
+            .unwrap_or_else(|| panic!("{}: no {role} layer: {}", b.example, b.json))["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (built("http-hello"), built("health-service"));
+    assert_ne!(a.digest, b.digest);
+    assert_eq!(digest_of(&a, "contracts"), digest_of(&b, "contracts"));
+    assert_ne!(digest_of(&a, "service"), digest_of(&b, "service"));
+    // What the layer holds: the helper and the link every image has, nothing of a service.
+    let blob = b
+        .layout
+        .join("blobs/sha256")
+        .join(digest_of(&b, "contracts").trim_start_matches("sha256:"));
+    let list = ok(Command::new("tar").arg("-tzf").arg(&blob));
+    let mut names: Vec<&str> = list.lines().collect();
+    names.sort();
+    assert_eq!(names, ["bin/", "bin/entrypoint", "bin/runtime"], "{list}");
+}

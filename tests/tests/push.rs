@@ -311,15 +311,29 @@ fn second_push_uploads_nothing_and_another_repository_mounts() {
         .arg(format!("docker://{}/bench/first:latest", reg.addr))
         .arg(format!("dir:{}", dir.path().join("x").display())));
 
-    // Second push of the same image: no upload at all.
+    // Second push of the same image: no upload at all. The tags already name the manifest: one
+    // HEAD per tag (and one for the manifest) answers it, no blob is asked about, nothing is put.
     proxy.clear();
     let second = push_json(push_cmd(&b, &dest, &[], home.path()));
     assert_eq!(second["blobs"]["skipped"], blobs);
     assert_eq!(second["blobs"]["uploaded"], 0);
     let seen = proxy.seen();
     assert!(
-        !seen.iter().any(|s| s.target.contains("/blobs/uploads/")),
-        "the second push started uploads: {seen:?}"
+        !seen.iter().any(|s| s.target.contains("/blobs/")),
+        "the second push asked about blobs: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| s.method == "PUT"),
+        "the second push put a manifest: {seen:?}"
+    );
+    let heads = seen
+        .iter()
+        .filter(|s| s.method == "HEAD" && s.target.contains("/manifests/"))
+        .count();
+    let tags = second["references"].as_array().map_or(0, Vec::len);
+    assert!(
+        heads > 0 && heads <= 2 * (tags + 1),
+        "{heads} HEADs for {tags} references: {seen:?}"
     );
 
     // Another repository of the same registry: every blob is mounted, none uploaded.

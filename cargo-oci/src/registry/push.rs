@@ -46,6 +46,37 @@ impl Client {
         }
     }
 
+    /// The digest of the manifest `reference` (a tag, or a digest) names in `repo`: `None` when
+    /// the repository has none (or does not say which). `accept` lists the manifest media types
+    /// asked for.
+    pub fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: &str,
+    ) -> Result<Option<Digest>> {
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        let what = format!("check for the manifest {reference} in {repo}");
+        let resp = self.send(&what, &|a, auth| {
+            with_auth(a.head(&url), auth)
+                .header("Accept", accept)
+                .call()
+        })?;
+        match resp.status().as_u16() {
+            200 => {
+                let theirs = answered_digest(&resp, &what)?;
+                drain(resp);
+                // Asked by digest, a 200 says the manifest is there even without the header.
+                Ok(theirs.or_else(|| reference.parse::<Digest>().ok()))
+            }
+            404 => {
+                drain(resp);
+                Ok(None)
+            }
+            _ => Err(unexpected(&what, resp)),
+        }
+    }
+
     /// Asks the registry to mount `digest` from the repository `from` into `repo`.
     pub fn mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<Mount> {
         let url = self.url(&format!(

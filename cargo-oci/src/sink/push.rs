@@ -162,28 +162,52 @@ pub fn push_image(
             crate::util::reporter::bytes(total)
         ),
     );
-    let progress = Progress::default();
-    let results = transfer_blobs(
-        &client, repo, &blobs, &sources, req, &progress, report, total,
-    )?;
+    // A repeat push: the manifest and the tags may all be in place already (asked at once).
+    let (in_repo, tags_in_place) = already_there(&client, repo, image);
+    let results = if in_repo {
+        // A registry stores a manifest only once every blob it names is there.
+        report.detail(&format!(
+            "{}: the manifest is in {repo}, and so is every blob",
+            image.manifest.digest
+        ));
+        blobs
+            .iter()
+            .map(|b| (b.digest.clone(), Transfer::Skipped))
+            .collect()
+    } else {
+        let progress = Progress::default();
+        transfer_blobs(
+            &client, repo, &blobs, &sources, req, &progress, report, total,
+        )?
+    };
 
     // Every blob is confirmed in the repository: now the manifest, by digest, then the tags.
     let manifest = store
         .read(&image.manifest)
         .with_context(|| format!("cannot read the manifest {}", image.manifest.digest))?;
-    client
-        .put_manifest(
-            repo,
-            image.manifest.digest.as_str(),
-            MANIFEST_MEDIA_TYPE,
-            &manifest,
-            &image.manifest.digest,
-        )
-        .with_context(|| {
-            format!("the manifest was not pushed: no tag of {name} was changed (the blobs are in place; run the push again)")
-        })?;
+    if !in_repo {
+        client
+            .put_manifest(
+                repo,
+                image.manifest.digest.as_str(),
+                MANIFEST_MEDIA_TYPE,
+                &manifest,
+                &image.manifest.digest,
+            )
+            .with_context(|| {
+                format!("the manifest was not pushed: no tag of {name} was changed (the blobs are in place; run the push again)")
+            })?;
+    }
     let mut moved: Vec<&str> = Vec::new();
     for tag in &image.tags {
+        if tags_in_place.contains(tag) {
+            report.detail(&format!(
+                "tag `{tag}` already names {}",
+                image.manifest.digest
+            ));
+            moved.push(tag);
+            continue;
+        }
         client
             .put_manifest(
                 repo,
@@ -229,6 +253,41 @@ fn uploaded_bytes(blobs: &[BlobFile], results: &[(Digest, Transfer)]) -> u64 {
         .sum()
 }
 
+/// Whether `repo` has the image's manifest, and which of its tags already name it: one `HEAD`
+/// each, all at once. A question that finds no answer counts as "no": the push then does what it
+/// would have done without asking.
+fn already_there(client: &Client, repo: &str, image: &Image) -> (bool, BTreeSet<String>) {
+    let ours = &image.manifest.digest;
+    let refs: Vec<&str> = std::iter::once(ours.as_str())
+        .chain(image.tags.iter().map(String::as_str))
+        .collect();
+    let answers: Vec<bool> = std::thread::scope(|s| {
+        let asks: Vec<_> = refs
+            .iter()
+            .map(|r| {
+                s.spawn(move || {
+                    client
+                        .manifest_digest(repo, r, MANIFEST_MEDIA_TYPE)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|d| d == *ours)
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join().unwrap_or(false))
+            .collect()
+    });
+    let in_repo = answers[0];
+    let tags = refs[1..]
+        .iter()
+        .zip(&answers[1..])
+        .filter(|(_, yes)| **yes)
+        .map(|(t, _)| t.to_string())
+        .collect();
+    (in_repo, tags)
+}
+
 /// Counters shared by the upload threads and the progress line.
 #[derive(Default)]
 struct Progress {
@@ -264,20 +323,18 @@ fn transfer_blobs(
     let results = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::<anyhow::Error>::new());
     let failed = AtomicBool::new(false);
-    let done = AtomicBool::new(false);
+    // Dropped when the uploads are over: the ticker stops at once, not at its next tick.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     // A bar on a terminal (nothing otherwise), fed from the counters the uploads keep.
     let bar = report.progress("Pushing", repo, Some(total));
     std::thread::scope(|s| {
-        let ticker = s.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                bar.set_position(progress.sent.load(Ordering::Relaxed));
-                bar.set_message(&format!("{repo} ({})", progress.blobs_done(blobs.len())));
-                for _ in 0..2 {
-                    if done.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+        let bar_ref = &bar;
+        let ticker = s.spawn(move || loop {
+            bar_ref.set_position(progress.sent.load(Ordering::Relaxed));
+            bar_ref.set_message(&format!("{repo} ({})", progress.blobs_done(blobs.len())));
+            match stopped.recv_timeout(Duration::from_millis(100)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
             }
         });
         let workers: Vec<_> = (0..req.jobs.clamp(1, 32).min(blobs.len().max(1)))
@@ -314,7 +371,7 @@ fn transfer_blobs(
                     .push(anyhow!("an upload thread panicked"));
             }
         }
-        done.store(true, Ordering::Relaxed);
+        drop(stop);
         let _ = ticker.join();
     });
     drop(bar);

@@ -104,16 +104,36 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
         );
     }
 
-    let mut contracts = Tree::new(Owner::image("the contract helper"));
+    // Host programs asked for by `runtime-inputs` go with the libraries they need.
+    for p in inp.runtime_inputs {
+        libs.owner = Owner::user(
+            "runtime-inputs",
+            format!("the runtime input {}", p.host_path.display()),
+            Kind::Image,
+        );
+        libs.file(
+            p.image_path.trim_start_matches('/'),
+            p.host_path.clone(),
+            0o555,
+        );
+    }
+
+    // The helper and the links every image has: the same bytes for every service of a target
+    // (so one blob in a registry, however many services use it). What is particular to the
+    // service (its contract settings, the probe links) goes into the service layer.
+    let helper_owner = Owner::image("the contract helper");
+    let mut contracts = Tree::new(helper_owner.clone());
     contracts.file("bin/entrypoint", inp.helper.clone(), 0o555);
     contracts.link("bin/runtime", "entrypoint");
+
+    let mut service = Tree::new(helper_owner);
     let mut contract = format!("exec={service_path}\n");
     if spec.init {
         contract.push_str("init=1\n");
     }
     for (which, probe) in [("live", &spec.live), ("ready", &spec.ready)] {
         if let Some(p) = probe {
-            contracts.link(&format!("bin/{which}"), "entrypoint");
+            service.link(&format!("bin/{which}"), "entrypoint");
             let setting = match &p.kind {
                 ProbeKind::Http(url) => format!("http\t{url}"),
                 ProbeKind::Tcp(addr) => format!("tcp\t{addr}"),
@@ -126,21 +146,9 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
             ));
         }
     }
-    contracts.bytes(CONTRACT_FILE, contract.into_bytes(), 0o444);
-    for p in inp.runtime_inputs {
-        contracts.owner = Owner::user(
-            "runtime-inputs",
-            format!("the runtime input {}", p.host_path.display()),
-            Kind::Image,
-        );
-        contracts.file(
-            p.image_path.trim_start_matches('/'),
-            p.host_path.clone(),
-            0o555,
-        );
-    }
+    service.bytes(CONTRACT_FILE, contract.into_bytes(), 0o444);
 
-    let mut service = Tree::new(Owner::image("the service binary"));
+    service.owner = Owner::image("the service binary");
     service.file(&service_path[1..], inp.service.clone(), 0o555);
     for (bin, host) in inp.probe_bins {
         service.owner = Owner::image("a probe binary");
