@@ -11,10 +11,11 @@ pub mod paths;
 pub mod raw;
 pub mod resolve;
 pub mod spec;
+pub mod tags;
 pub mod validate;
 pub mod workspace;
 
-pub use package::{cargo_metadata, prefetch_revision, select_packages, Selection};
+pub use package::{cargo_metadata, default_name, prefetch_revision, select_packages, Selection};
 pub use resolve::image_specs;
 pub use spec::*;
 pub use workspace::workspace_defaults;

@@ -55,21 +55,6 @@ pub(crate) fn prefixed_name(repo: &str, name: &str) -> Result<ImageName, UsageEr
     ImageName::parse(&format!("{}/{last}", repo.trim_end_matches('/'))).map_err(fail)
 }
 
-/// A cargo profile name: what `--profile` takes.
-pub(crate) fn profile_name(p: &str) -> Result<String, Invalid> {
-    if p.is_empty()
-        || !p
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(invalid(
-            format!("`{}` is not a profile name", p.escape_debug()),
-            "name a profile such as \"release\" or one of [profile.NAME] in the workspace's Cargo.toml",
-        ));
-    }
-    Ok(p.to_string())
-}
-
 /// `extra-bins`: other binaries of the package, each once, not the service itself.
 pub(crate) fn extra_bins(
     raw: &RawOci,
