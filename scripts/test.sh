@@ -7,6 +7,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 bash scripts/install-test-tools.sh
+# The SBOM validators and syft (their virtualenv last on PATH: it shadows nothing).
+export PATH="$PATH:/opt/cargo-oci-test-venv/bin"
 
 cargo build --release --locked -p cargo-oci
 export CARGO_OCI_BIN="$root/target/release/cargo-oci"

@@ -12,4 +12,5 @@ pub mod layering;
 pub mod pipeline;
 pub mod plan;
 pub mod rebase;
+pub mod sbom;
 pub mod tools;

@@ -13,6 +13,7 @@ use crate::build::cargo::{self, Artifact, CargoFlags};
 use crate::build::closure::{self, Closure, ClosureOptions, Executable};
 use crate::build::layer_cache::LayerCache;
 use crate::build::plan::{self, CA_BUNDLE};
+use crate::build::sbom;
 use crate::build::tools;
 use crate::config::{self, ImageSpec, Selection};
 use crate::oci::compress::{Codec, Compression};
@@ -34,6 +35,10 @@ pub struct BuildRequest {
     pub compression: Codec,
     /// How a registry holding the base image is reached (`--ca-file`, `--insecure-registry`).
     pub registry: ClientOptions,
+    /// The SBOM to write beside the output (`--sbom`), if any.
+    pub sbom: Option<sbom::Format>,
+    /// Where to write it instead (`--sbom-output`).
+    pub sbom_output: Option<PathBuf>,
 }
 
 /// The configuration of one image to make, read before anything is built.
@@ -71,6 +76,8 @@ pub struct Built {
     pub plan: plan::Plan,
     /// The store holding every blob of the images.
     pub store: Store,
+    /// What the image is made of: crates, Debian packages, files (for its SBOM).
+    pub inventory: sbom::Inventory,
     /// The cargo profile the binaries were built with.
     pub profile: String,
     /// The package the image was made from.
@@ -257,8 +264,9 @@ pub fn assemble_one(
             artifact.path.display()
         ),
     );
-    let (image, debug, closure, plan) =
-        assemble(&spec, artifact, &target_dir, req, prepare, report)?;
+    let crates = sbom::crates::resolve(&spec, &artifact.target, &req.cargo)?;
+    let (image, debug, closure, plan, inventory) =
+        assemble(&spec, artifact, crates, &target_dir, req, prepare, report)?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     Ok(Built {
         image,
@@ -266,6 +274,7 @@ pub fn assemble_one(
         closure,
         plan,
         store,
+        inventory,
         profile,
         package: spec.build.package.clone(),
     })
@@ -275,11 +284,12 @@ pub fn assemble_one(
 fn assemble(
     spec: &ImageSpec,
     artifact: &Artifact,
+    crates: Vec<sbom::Crate>,
     target_dir: &Path,
     req: &BuildRequest,
     prepare: &Mutex<()>,
     report: &Reporter,
-) -> Result<(Image, Option<Image>, Closure, plan::Plan)> {
+) -> Result<(Image, Option<Image>, Closure, plan::Plan, sbom::Inventory)> {
     let info = closure::inspect(&artifact.path)?;
     let platform = Platform::from_elf(info.machine, info.class64, info.little_endian)?;
     let prepared = prepare
@@ -369,9 +379,19 @@ fn assemble(
         None
     };
 
+    // The crate list scanners read from a Rust binary, in a copy of it.
+    let service = if spec.scanner_metadata {
+        sbom::embed_crate_list(
+            &artifact.path,
+            &crates,
+            &target_dir.join("oci").join(".cache").join("auditable"),
+        )?
+    } else {
+        artifact.path.clone()
+    };
     let mut plan = plan::plan(&plan::Inputs {
         spec,
-        service: artifact.path.clone(),
+        service,
         helper,
         closure: &closure,
         ca_bundle,
@@ -379,6 +399,15 @@ fn assemble(
         probe_bins: &artifact.extra,
         debug: debug_tools.as_ref().zip(debug_closure.as_ref()),
     })?;
+    let binary = format!("{}/{}", plan::IMAGE_PATH, spec.build.bin);
+    let mut inventory = sbom::gather(&plan, crates, &binary, Path::new("/"))?;
+    inventory.created = spec.mtime;
+    if spec.scanner_metadata {
+        if let Some(layer) = sbom::scanner::layer(&inventory, &plan) {
+            // Above cargo-oci's base files, under everything that changes more often.
+            plan.layers.insert(plan.layers.len().min(1), layer);
+        }
+    }
     // The debug variant adds one layer on top: keep room for it in the budget.
     let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());
     plan.layers = crate::build::layering::fit(plan.layers, budget);
@@ -433,7 +462,7 @@ fn assemble(
     for repair in store.take_repairs() {
         report.warn(&format!("repaired a damaged cache entry: {repair}"));
     }
-    Ok((image, debug, closure, plan))
+    Ok((image, debug, closure, plan, inventory))
 }
 
 /// Writes every layer at once (through the layer cache): the small ones compress while the big

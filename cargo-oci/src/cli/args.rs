@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::build::cargo::CargoFlags;
 use crate::build::pipeline::BuildRequest;
+use crate::build::sbom;
 use crate::config::Selection;
 use crate::oci::compress::Codec;
 use crate::registry::ClientOptions;
@@ -196,8 +197,27 @@ pub struct ImageArgs {
     /// Layer compression (gzip: read by every runtime; zstd: about twice as fast).
     #[arg(long, value_enum, default_value_t)]
     pub compression: Codec,
+    /// The SBOM written beside the output (`<output>.spdx.json` / `.cdx.json`), or none.
+    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = parse_sbom)]
+    pub sbom: SbomChoice,
+    /// Write the SBOM to this file instead (the debug variant's gets `-debug` before the suffix).
+    #[arg(long, value_name = "FILE")]
+    pub sbom_output: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// `--sbom spdx|cyclonedx|none`.
+#[derive(Debug, Clone, Copy)]
+pub struct SbomChoice(pub Option<sbom::Format>);
+
+fn parse_sbom(s: &str) -> Result<SbomChoice, String> {
+    match s {
+        "none" => Ok(SbomChoice(None)),
+        _ => <sbom::Format as ValueEnum>::from_str(s, true)
+            .map(|f| SbomChoice(Some(f)))
+            .map_err(|_| format!("`{s}` is not an SBOM format: use spdx, cyclonedx or none")),
+    }
 }
 
 /// How registries are reached, for a base image (`from`) as for a push.
@@ -232,6 +252,8 @@ impl ImageArgs {
             debug: self.debug,
             compression: self.compression,
             registry: self.registry.options(),
+            sbom: self.sbom.0,
+            sbom_output: self.sbom_output.clone(),
         }
     }
 }

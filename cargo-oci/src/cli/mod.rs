@@ -140,7 +140,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect(a) => {
             let report = a.image.common.reporter();
-            let made = build_and_deliver(&a.image.request(), |_| Ok(Vec::new()), &report)?;
+            // inspect shows what the SBOM would hold; it writes nothing.
+            let mut req = a.image.request();
+            req.sbom = None;
+            let made = build_and_deliver(&req, |_| Ok(Vec::new()), &report)?;
             for built in made.iter().map(|m| &m.built) {
                 if a.json || a.image.common.message_format == MessageFormat::Json {
                     outln!("{}", inspect::to_json(built)?);

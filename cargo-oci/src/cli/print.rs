@@ -92,6 +92,7 @@ pub(super) fn print_built(made: &Made, format: MessageFormat, report: &Reporter)
             "path": path,
             "size": size,
             "architecture": img.architecture,
+            "sbom": made.sboms,
             "layers": img.layers.iter().map(|l| json!({
                 "role": l.role, "digest": l.blob.digest, "size": l.blob.size,
                 "diff_id": l.diff_id, "uncompressed_size": l.tar_size,

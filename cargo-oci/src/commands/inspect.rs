@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::build::closure::{FoundVia, Object};
 use crate::build::pipeline::Built;
 use crate::build::plan::{Content, Entry};
+use crate::build::sbom::{self, Inventory};
 use crate::oci::image::Image;
 use crate::oci::layer::Layer;
 use crate::util::reporter::bytes;
@@ -47,6 +48,7 @@ pub fn to_json(b: &Built) -> Result<Value> {
         "uncompressed_size": img.layers.iter().map(|l| l.tar_size).sum::<u64>(),
         "layers": layers,
         "libraries": b.closure.objects.iter().map(library_json).collect::<Vec<_>>(),
+        "software": software_json(&b.inventory),
         "debug": b.debug.as_ref().map(|d| json!({
             "references": d.references(),
             "digest": d.manifest.digest,
@@ -333,5 +335,78 @@ pub fn to_text(b: &Built) -> Result<String> {
     for o in &b.closure.objects {
         let _ = writeln!(s, "  {}\n      {}", o.image_path, why(o));
     }
+    software_text(&b.inventory, &mut s);
     Ok(s)
+}
+
+/// What the SBOM lists: crates, Debian packages, files no package owns.
+fn software_json(inv: &Inventory) -> Value {
+    let distro = inv.distro.as_ref();
+    json!({
+        "crates": inv.crates.iter().map(|c| json!({
+            "name": c.name,
+            "version": c.version,
+            "license": c.license,
+            "checksum": c.checksum,
+            "build_time": c.build_time,
+            "purl": sbom::crate_purl(c),
+        })).collect::<Vec<_>>(),
+        "debian_packages": inv.debs.iter().map(|d| json!({
+            "name": d.package.name,
+            "version": d.package.version,
+            "architecture": d.package.architecture,
+            "source": d.package.source,
+            "purl": sbom::deb_purl(&d.package, distro),
+            "paths": d.paths,
+            "debug_only": d.debug_only,
+        })).collect::<Vec<_>>(),
+        "files": inv.files.iter().map(|f| json!({
+            "path": f.path, "sha256": f.sha256, "debug_only": f.debug_only,
+        })).collect::<Vec<_>>(),
+        "distro": distro.map(|d| d.purl_name()),
+    })
+}
+
+fn software_text(inv: &Inventory, s: &mut String) {
+    let build_time = inv.crates.iter().filter(|c| c.build_time).count();
+    let _ = writeln!(
+        s,
+        "\nsoftware (what the SBOM lists)\n  crates: {} ({build_time} at build time only)",
+        inv.crates.len()
+    );
+    for c in &inv.crates {
+        let _ = writeln!(
+            s,
+            "    {} {}  {}{}",
+            c.name,
+            c.version,
+            c.license.as_deref().unwrap_or("(no SPDX license)"),
+            if c.build_time {
+                "  build time only"
+            } else {
+                ""
+            }
+        );
+    }
+    let distro = inv
+        .distro
+        .as_ref()
+        .map_or("no dpkg database".into(), |d| d.purl_name());
+    let _ = writeln!(s, "  Debian packages ({distro}): {}", inv.debs.len());
+    for d in &inv.debs {
+        let p = &d.package;
+        let _ = writeln!(
+            s,
+            "    {} {} {}  ({})  {}",
+            p.name,
+            p.version,
+            p.architecture,
+            p.source,
+            d.paths.join(" ")
+        );
+    }
+    let _ = writeln!(s, "  files no package owns: {}", inv.files.len());
+    for f in &inv.files {
+        let _ = writeln!(s, "    {}", f.path);
+    }
 }

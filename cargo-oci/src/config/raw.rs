@@ -39,6 +39,7 @@ pub struct RawOci {
     pub files: Option<Vec<RawFile>>,
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
+    pub scanner_metadata: Option<bool>,
     /// One image per binary (instead of `bin`).
     pub bins: Option<Vec<String>>,
     /// Other binaries of the package installed next to the service in `/bin`, built along.
@@ -182,6 +183,7 @@ impl RawOci {
             files: self.files.or(defaults.files),
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
+            scanner_metadata: self.scanner_metadata.or(defaults.scanner_metadata),
             bins: self.bins.or(defaults.bins),
             extra_bins: self.extra_bins.or(defaults.extra_bins),
             profile: self.profile.or(defaults.profile),

@@ -440,6 +440,7 @@ fn image_spec_for(
         files,
         perms,
         init: raw.init.unwrap_or(false),
+        scanner_metadata: raw.scanner_metadata.unwrap_or(true),
     })
 }
 

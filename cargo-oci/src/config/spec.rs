@@ -75,6 +75,8 @@ pub struct ImageSpec {
     pub perms: Vec<PermSpec>,
     /// The entrypoint runs the service as a child: forwards signals, reaps zombies.
     pub init: bool,
+    /// The image carries what scanners read: dpkg records, copyright files, os-release.
+    pub scanner_metadata: bool,
 }
 
 impl ImageSpec {

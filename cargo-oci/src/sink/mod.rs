@@ -33,6 +33,11 @@ pub trait Sink {
         Ok(())
     }
 
+    /// The file or directory it writes, when it writes one (the SBOM goes beside it).
+    fn output_path(&self) -> Option<&Path> {
+        None
+    }
+
     /// Delivers `images` (the image, then its variants) from `store`.
     fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered>;
 }
@@ -54,6 +59,9 @@ pub enum Delivered {
 pub struct Layout(pub PathBuf);
 
 impl Sink for Layout {
+    fn output_path(&self) -> Option<&Path> {
+        Some(&self.0)
+    }
     fn kind(&self) -> &'static str {
         "oci"
     }
@@ -74,6 +82,9 @@ impl Sink for Layout {
 pub struct OciArchive(pub PathBuf);
 
 impl Sink for OciArchive {
+    fn output_path(&self) -> Option<&Path> {
+        Some(&self.0)
+    }
     fn kind(&self) -> &'static str {
         "oci-archive"
     }
@@ -91,6 +102,9 @@ impl Sink for OciArchive {
 pub struct DockerArchive(pub PathBuf);
 
 impl Sink for DockerArchive {
+    fn output_path(&self) -> Option<&Path> {
+        Some(&self.0)
+    }
     fn kind(&self) -> &'static str {
         "docker-archive"
     }
@@ -128,6 +142,9 @@ pub struct Bundle {
 }
 
 impl Sink for Bundle {
+    fn output_path(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
     fn kind(&self) -> &'static str {
         "runtime-bundle"
     }
@@ -154,6 +171,9 @@ impl Sink for Bundle {
 pub struct Export(pub PathBuf);
 
 impl Sink for Export {
+    fn output_path(&self) -> Option<&Path> {
+        Some(&self.0)
+    }
     fn kind(&self) -> &'static str {
         "rootfs-tar"
     }

@@ -56,6 +56,7 @@ fn spec() -> ImageSpec {
         files: vec![],
         perms: vec![],
         init: false,
+        scanner_metadata: true,
     }
 }
 
