@@ -28,6 +28,7 @@ const CASES: &[Case] = &[
         name: "tls-zlib",
         args: &[],
         expect: &[
+            "arch: x86_64",
             "openssl: OpenSSL 3",
             "sha256(hello): 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
             "zlib: 4096 bytes -> ",
