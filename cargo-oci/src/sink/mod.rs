@@ -10,6 +10,7 @@ pub mod export;
 pub mod layout;
 pub mod load;
 pub mod push;
+pub mod sign;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
