@@ -23,7 +23,7 @@ pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod util;
 
-pub use cli::{parse, run, Cli};
+pub use cli::{parse, report_error, run, Cli, MessageFormat};
 pub use util::error::exit_code;
 
 /// What `examples/bench_layer.rs` (the layer-writing benchmark of `scripts/bench.sh`) drives:

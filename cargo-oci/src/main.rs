@@ -2,11 +2,9 @@
 
 fn main() {
     let cli = cargo_oci::parse(std::env::args_os());
+    let format = cli.message_format();
     if let Err(err) = cargo_oci::run(cli) {
-        eprintln!("error: {err}");
-        for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
-        }
+        cargo_oci::report_error(&err, format);
         std::process::exit(cargo_oci::exit_code(&err));
     }
 }

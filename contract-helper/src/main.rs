@@ -211,9 +211,10 @@ fn probe(which: &str) -> i32 {
     let kind = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
     let deadline = Instant::now() + timeout;
+    let env = |k: &str| std::env::var(k).ok();
     let result = match (kind, rest.as_slice()) {
-        ("http", [url]) => http_probe(url, deadline),
-        ("tcp", [addr]) => connect(addr, deadline).map(drop),
+        ("http", [url]) => expand(url, &env).and_then(|url| http_probe(&url, deadline)),
+        ("tcp", [addr]) => expand(addr, &env).and_then(|addr| connect(&addr, deadline).map(drop)),
         ("exec", [program, args @ ..]) => exec_probe(program, args, deadline),
         _ => Err(format!("cannot read the probe setting `{spec}`")),
     };
@@ -224,6 +225,44 @@ fn probe(which: &str) -> i32 {
             1
         }
     }
+}
+
+/// Expands `$NAME`, `${NAME}` and `${NAME:-default}` (the default also when NAME is empty) in a
+/// probe address, from the container's environment, so that a deployment that sets `PORT` is
+/// probed on its port. A variable that is unset, with no default, is an error.
+fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        let (name, default, after) = if let Some(body) = rest.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("`{text}` has an unclosed `${{`"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            (name, default, &body[end + 1..])
+        } else {
+            let end = rest.find(|c| !is_name(c)).unwrap_or(rest.len());
+            (&rest[..end], None, &rest[end..])
+        };
+        if name.is_empty() || !name.chars().all(is_name) {
+            return Err(format!("`{text}` names no variable after `$`"));
+        }
+        match (env(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("`{text}` uses ${name}, which is not set")),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn left(deadline: Instant, what: &str) -> Result<Duration, String> {
@@ -402,6 +441,28 @@ mod tests {
         assert!(err.contains("cannot connect"), "{err}");
         let err = left(Instant::now(), "waiting").unwrap_err();
         assert_eq!(err, "timed out waiting");
+    }
+
+    #[test]
+    fn probe_addresses_read_the_environment() {
+        let env = |k: &str| match k {
+            "PORT" => Some("9090".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let x = |t: &str| expand(t, &env);
+        assert_eq!(
+            x("http://127.0.0.1:${PORT:-8080}/healthz").unwrap(),
+            "http://127.0.0.1:9090/healthz"
+        );
+        assert_eq!(x("127.0.0.1:${NOPE:-8080}").unwrap(), "127.0.0.1:8080");
+        assert_eq!(x("127.0.0.1:${EMPTY:-7}").unwrap(), "127.0.0.1:7");
+        assert_eq!(x("127.0.0.1:$PORT").unwrap(), "127.0.0.1:9090");
+        assert_eq!(x("h:${PORT}/a").unwrap(), "h:9090/a");
+        assert_eq!(x("no variables").unwrap(), "no variables");
+        assert!(x("h:$NOPE").unwrap_err().contains("NOPE"));
+        assert!(x("h:${PORT").is_err());
+        assert!(x("h:$/x").is_err());
     }
 
     #[test]

@@ -314,7 +314,16 @@ fn metadata_fuzz() {
                     stderr.contains("\n  help: "),
                     "a refusal without help: {what}"
                 );
-                assert!(out.stdout.is_empty(), "stdout on a refusal: {what}");
+                // stdout holds the refusal as one JSON error object, and nothing else.
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let j: serde_json::Value =
+                    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+                        panic!("stdout on a refusal is not one JSON object ({e}): {stdout}\n{what}")
+                    });
+                assert!(
+                    j["reason"] == "error" && j["exit_code"] == 2 && j["help"].is_string(),
+                    "stdout on a refusal: {stdout}\n{what}"
+                );
                 assert!(
                     outputs(&target.join("oci")) == before,
                     "a refusal wrote output: {what}"

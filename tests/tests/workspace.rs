@@ -69,7 +69,17 @@ fn fails_with_2(out: Output, wanted: &[&str]) -> String {
     for w in wanted {
         assert!(stderr.contains(w), "`{w}` missing from:\n{stderr}");
     }
-    assert!(out.stdout.is_empty(), "a failure printed a result");
+    // No result on stdout: with --message-format json, only the error as one JSON object.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.is_empty() {
+        let j: Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("a failure printed more than its error ({e}):\n{stdout}"));
+        assert_eq!(
+            j["reason"], "error",
+            "a failure printed a result:\n{stdout}"
+        );
+        assert_eq!(j["exit_code"], 2, "{stdout}");
+    }
     stderr
 }
 

@@ -24,7 +24,8 @@ pub fn created_text(created: &Created) -> String {
 }
 
 /// Writes the config and manifest of an image made of `layers` and returns the image. Its tags
-/// are `tags`, or by default the configured ones plus the content tag.
+/// are `tags`, or by default the configured ones plus the content tag (unless `content-tag =
+/// false`).
 pub fn assemble(
     store: &Store,
     spec: &ImageSpec,
@@ -63,6 +64,9 @@ pub fn assemble(
                 })
                 .collect::<Vec<_>>(),
         );
+    }
+    if let Some(s) = &spec.runtime.stop_signal {
+        cfg = cfg.stop_signal(s.clone());
     }
     if !spec.runtime.volumes.is_empty() {
         cfg = cfg.volumes(spec.runtime.volumes.clone());
@@ -125,7 +129,7 @@ pub fn assemble(
     let content_tag = config_blob.hex()[..16].to_string();
     let tags = tags.unwrap_or_else(|| {
         let mut t = spec.tags.clone();
-        if !t.contains(&content_tag) {
+        if spec.content_tag && !t.contains(&content_tag) {
             t.push(content_tag.clone());
         }
         t

@@ -31,6 +31,10 @@ pub struct CargoFlags {
     pub target_dir: Option<PathBuf>,
     pub quiet: bool,
     pub verbose: u8,
+    /// `--color` for cargo (it reads `CARGO_TERM_COLOR` itself).
+    pub color: Option<String>,
+    /// `--jobs` for cargo.
+    pub jobs: Option<String>,
 }
 
 /// The built executables.
@@ -152,6 +156,12 @@ impl CargoFlags {
         }
         if let Some(d) = &self.target_dir {
             cmd.arg("--target-dir").arg(d);
+        }
+        if let Some(c) = &self.color {
+            cmd.args(["--color", c]);
+        }
+        if let Some(j) = &self.jobs {
+            cmd.args(["--jobs", j]);
         }
     }
 }

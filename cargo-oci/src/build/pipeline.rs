@@ -442,7 +442,10 @@ fn assemble(
         Some(dl) => {
             let mut all = layers;
             all.push(dl);
-            let tags: Vec<String> = image.tags.iter().map(|t| format!("{t}-debug")).collect();
+            let tags: Vec<String> = match spec.debug.as_ref().and_then(|d| d.tags.clone()) {
+                Some(t) => t,
+                None => image.tags.iter().map(|t| format!("{t}-debug")).collect(),
+            };
             let mut d = crate::build::assemble::assemble(
                 &store,
                 spec,

@@ -146,13 +146,15 @@ pub fn rebase(store: &Store, image: Image, base: &Base, user_path: bool) -> Resu
     let manifest_blob = store.put(&canonical_json(&manifest)?)?;
 
     let content_tag = config_blob.hex()[..16].to_string();
+    // The content tag follows the new content, if the image had one (`content-tag`).
+    let tagged = image.tags.contains(&image.content_tag);
     let mut tags: Vec<String> = image
         .tags
         .iter()
         .filter(|t| **t != image.content_tag)
         .cloned()
         .collect();
-    if !tags.contains(&content_tag) {
+    if tagged && !tags.contains(&content_tag) {
         tags.push(content_tag.clone());
     }
     let mut layers = base.layers.clone();

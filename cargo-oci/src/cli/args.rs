@@ -122,6 +122,24 @@ pub enum MessageFormat {
     Json,
 }
 
+/// When stderr is coloured (as cargo's `--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColorChoice::Auto => "auto",
+            ColorChoice::Always => "always",
+            ColorChoice::Never => "never",
+        }
+    }
+}
+
 /// Options every command shares.
 #[derive(Debug, Args)]
 pub struct Common {
@@ -134,6 +152,15 @@ pub struct Common {
     /// Print results as human text or one JSON object per result.
     #[arg(long, value_enum, default_value_t, global = true)]
     pub message_format: MessageFormat,
+    /// Coloring: auto, always, never (default: $CARGO_TERM_COLOR, else auto; passed to cargo).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        env = "CARGO_TERM_COLOR",
+        global = true
+    )]
+    pub color: Option<ColorChoice>,
 }
 
 /// The `cargo build` options cargo-oci passes through.
@@ -190,6 +217,9 @@ pub struct CargoArgs {
     /// Directory for all generated artifacts.
     #[arg(long, value_name = "DIRECTORY")]
     pub target_dir: Option<PathBuf>,
+    /// Number of parallel jobs of cargo (passed to `cargo build --jobs`).
+    #[arg(short, long, value_name = "N", allow_hyphen_values = true)]
+    pub jobs: Option<String>,
 }
 
 /// What every command that makes an image takes: cargo's options, the image's, and how to talk.
@@ -301,9 +331,9 @@ pub struct PushArgs {
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
     /// Blobs sent at the same time.
-    #[arg(short, long, value_name = "N", default_value_t = 4,
+    #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub jobs: u16,
+    pub upload_jobs: u16,
     /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::sink::push::parse_size)]
     pub chunk_size: u64,
@@ -356,13 +386,18 @@ pub struct InitArgs {
 
 impl Common {
     pub fn reporter(&self) -> Reporter {
-        Reporter::new(if self.quiet {
+        let r = Reporter::new(if self.quiet {
             Verbosity::Quiet
         } else if self.verbose > 0 {
             Verbosity::Verbose
         } else {
             Verbosity::Normal
-        })
+        });
+        match self.color {
+            Some(ColorChoice::Always) => r.with_color(true),
+            Some(ColorChoice::Never) => r.with_color(false),
+            Some(ColorChoice::Auto) | None => r,
+        }
     }
 }
 
@@ -383,6 +418,8 @@ impl CargoArgs {
             target_dir: self.target_dir.clone(),
             quiet: common.quiet,
             verbose: common.verbose.saturating_sub(1),
+            color: common.color.map(|c| c.as_str().to_string()),
+            jobs: self.jobs.clone(),
         }
     }
 

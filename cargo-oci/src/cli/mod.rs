@@ -17,6 +17,7 @@ use crate::sink::load;
 use crate::sink::push::PushRequest;
 use crate::sink::{Delivered, Output, Sink};
 use crate::util::error::UsageError;
+use crate::util::reporter::Reporter;
 
 /// Writes a result to stdout. A reader that went away (`| head`) has all it wanted: the command
 /// ends quietly instead of panicking; any other write error is reported.
@@ -52,13 +53,83 @@ pub use args::*;
 use print::{print_built, print_pushed};
 
 /// Parses the arguments, accepting both `cargo oci build` (cargo passes `oci` first) and
-/// `cargo-oci build`.
+/// `cargo-oci build`. A bad command line ends the process with clap's message and exit 2; with
+/// `--message-format json` that message is a JSON error object on stdout.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Cli {
     let mut args: Vec<OsString> = args.into_iter().collect();
     if args.get(1).is_some_and(|a| a == "oci") {
         args.remove(1);
     }
-    Cli::parse_from(args)
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && json_requested(&args) => {
+            let text = e.render().to_string();
+            eprint!("{text}");
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let message = lines
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string();
+            let help = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("tip: "))
+                .map(str::to_string);
+            outln!(
+                "{}",
+                json!({
+                    "reason": "error",
+                    "message": message,
+                    "help": help.unwrap_or_else(|| "see `cargo oci help`".into()),
+                    "causes": [],
+                    "exit_code": 2,
+                })
+            );
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Whether the raw command line asks for JSON messages.
+fn json_requested(args: &[OsString]) -> bool {
+    args.iter()
+        .zip(args.iter().skip(1).map(Some).chain([None]))
+        .any(|(a, next)| {
+            a == "--message-format=json"
+                || (a == "--message-format" && next.is_some_and(|n| n == "json"))
+        })
+}
+
+impl Cli {
+    /// The `--message-format` of the command.
+    pub fn message_format(&self) -> MessageFormat {
+        let c = match &self.command {
+            Command::Build(a) => &a.image.common,
+            Command::Load(a) => &a.image.common,
+            Command::Inspect(a) => &a.image.common,
+            Command::New(a) => &a.common,
+            Command::Init(a) => &a.common,
+            Command::Push(a) => &a.image.common,
+            Command::Bundle(a) => &a.image.common,
+            Command::Export(a) => &a.image.common,
+            Command::Merge(a) => &a.common,
+            Command::Clean(a) => &a.common,
+        };
+        c.message_format
+    }
+}
+
+/// Tells an error: on stderr for people (`error: ...`, each cause, the help line), and with
+/// `--message-format json` also as one JSON object on stdout, for programs.
+pub fn report_error(err: &anyhow::Error, format: MessageFormat) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if format == MessageFormat::Json {
+        outln!("{}", crate::util::error::to_json(err));
+    }
 }
 
 /// Runs a parsed command line.
@@ -289,7 +360,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         None => credential.insert(stdin_credential(&a)?).clone(),
                     };
                     Ok(vec![
-                        Box::new(push_request(&a, conf, cred)?) as Box<dyn Sink>
+                        Box::new(push_request(&a, conf, cred, &report)?) as Box<dyn Sink>
                     ])
                 },
                 &report,
@@ -312,6 +383,7 @@ fn push_request(
     a: &PushArgs,
     conf: &Configured,
     credential: Option<Credential>,
+    report: &Reporter,
 ) -> Result<PushRequest> {
     let destination =
         a.to.as_deref()
@@ -321,11 +393,19 @@ fn push_request(
                 })
             })
             .transpose()?;
+    if destination.is_none() && !conf.spec.name_configured {
+        let name = &conf.spec.name;
+        report.warn(&format!(
+            "no `name` in [package.metadata.oci]: pushing to {} on {} (set `name` or \
+             CARGO_OCI_REPOSITORY, or pass --to)",
+            name.full, name.registry
+        ));
+    }
     Ok(PushRequest {
         destination,
         credential,
         client: a.image.registry.options(),
-        jobs: usize::from(a.jobs),
+        jobs: usize::from(a.upload_jobs),
         chunk_size: a.chunk_size,
         cache_dir: conf.oci_dir(),
         sign: a

@@ -22,18 +22,71 @@ pub struct Initialized {
     pub dry_run: bool,
 }
 
-/// The block added for package `name`.
-pub fn block(name: &str) -> String {
+/// The package's binaries as cargo sees them (`cargo metadata`, so that `src/bin/*.rs` count),
+/// and its `default-run`; `None` when cargo cannot read the package (the block then names no
+/// binary).
+fn binaries(manifest: &Path) -> Option<(Vec<String>, Option<String>)> {
+    let meta = crate::config::cargo_metadata(&crate::config::Selection {
+        manifest_path: Some(manifest.to_path_buf()),
+        ..Default::default()
+    })
+    .ok()?;
+    let wanted = manifest.canonicalize().ok()?;
+    let package = meta
+        .packages
+        .iter()
+        .find(|p| p.manifest_path.as_std_path().canonicalize().ok() == Some(wanted.clone()))?;
+    let bins = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.contains(&cargo_metadata::TargetKind::Bin))
+        .map(|t| t.name.clone())
+        .collect();
+    Some((bins, package.default_run.clone()))
+}
+
+/// The `bin` line of the block: commented out when `cargo oci build` finds the binary by itself
+/// (one binary, or `default-run`), else set to the package-named binary (or the first), with the
+/// others listed. It never names a binary the package does not have.
+fn bin_line(name: &str, bins: Option<&(Vec<String>, Option<String>)>) -> String {
+    let pad = |line: String, comment: &str| format!("{line:<34}# {comment}");
+    match bins {
+        Some((_, Some(default_run))) => pad(
+            format!("# bin = \"{default_run}\""),
+            "which binary (default: default-run)",
+        ),
+        Some((bins, None)) if bins.len() > 1 => {
+            let chosen = bins.iter().find(|b| *b == name).unwrap_or(&bins[0]).clone();
+            pad(
+                format!("bin = \"{chosen}\""),
+                &format!("the package has several binaries: {}", bins.join(", ")),
+            )
+        }
+        Some((bins, None)) if bins.len() == 1 => pad(
+            format!("# bin = \"{}\"", bins[0]),
+            "which binary (default: --bin or the only one)",
+        ),
+        _ => pad(
+            "# bin = \"NAME\"".to_string(),
+            "which binary (default: --bin, default-run or the only one)",
+        ),
+    }
+}
+
+/// The block added for package `name`; `bin` is the `bin` line ([`bin_line`]). The image name
+/// is left to its default (the one `cargo oci build` uses without metadata), shown commented.
+pub fn block(name: &str, bin: &str) -> String {
     let image = name.to_ascii_lowercase();
+    let default = crate::config::default_name(name);
     format!(
         r#"
 # How `cargo oci build` packages this crate into a container image. Every key is optional;
 # the commented lines show more settings. Reference:
 # https://github.com/cargo-oci/cargo-oci#metadata-reference
 [package.metadata.oci]
-name = "localhost/{image}"        # image name; a registry path to push, e.g. "ghcr.io/you/{image}"
-tags = ["{{version}}", "latest"]  # {{version}} and {{package}} expand; a content tag is always added
-# bin = "{name}"                  # which binary (default: --bin, default-run or the only one)
+# name = "ghcr.io/you/{image}"    # a registry path to push (default: {default})
+tags = ["{{version}}", "latest"]  # {{version}} and {{package}} expand; see also content-tag
+{bin}
 # args = ["serve"]                # the image's Cmd, passed to the binary
 # env = {{ RUST_LOG = "info" }}
 # ports = ["8080/tcp"]
@@ -41,10 +94,11 @@ tags = ["{{version}}", "latest"]  # {{version}} and {{package}} expand; a conten
 # volumes = ["/data"]             # directories owned by that user
 # debug = true                    # also build <tag>-debug: a shell and tools in /bin/debug
 # init = false                    # true: /bin/entrypoint forwards signals and reaps zombies
+# stop-signal = "SIGINT"          # for services that stop on Ctrl-C only (default SIGTERM)
 #
 # Probes: /bin/live and /bin/ready in the image; one of http, tcp, exec or bin each.
 # [package.metadata.oci.live]
-# http = "http://127.0.0.1:8080/healthz"
+# http = "http://127.0.0.1:${{PORT:-8080}}/healthz"
 # [package.metadata.oci.ready]
 # tcp = "127.0.0.1:8080"
 "#
@@ -104,7 +158,7 @@ pub fn init(manifest: &Path, dry_run: bool) -> Result<Initialized> {
         .into());
     }
 
-    let block = block(&name);
+    let block = block(&name, &bin_line(&name, binaries(manifest).as_ref()));
     let mut new_text = text.clone();
     if !new_text.is_empty() && !new_text.ends_with('\n') {
         new_text.push('\n');
@@ -177,10 +231,9 @@ mod tests {
         let after = std::fs::read_to_string(&p).unwrap();
         assert!(after.starts_with(MANIFEST), "{after}");
         let doc: DocumentMut = after.parse().unwrap();
-        assert_eq!(
-            doc["package"]["metadata"]["oci"]["name"].as_str(),
-            Some("localhost/svc")
-        );
+        // No name: the image gets the one `cargo oci build` gives a package without metadata.
+        assert!(doc["package"]["metadata"]["oci"].get("name").is_none());
+        assert!(doc["package"]["metadata"]["oci"]["tags"].is_array());
         // A second run refuses, with a usage error, and changes nothing.
         let err = init(&p, false).unwrap_err();
         assert_eq!(crate::util::error::exit_code(&err), 2);
@@ -201,6 +254,26 @@ mod tests {
         let err = init(&p, false).unwrap_err();
         assert_eq!(crate::util::error::exit_code(&err), 2);
         assert!(err.to_string().contains("no [package]"), "{err}");
+    }
+
+    #[test]
+    fn the_bin_line_names_only_existing_binaries() {
+        let both = (vec!["cli".to_string(), "server".to_string()], None);
+        let line = bin_line("multi", Some(&both));
+        assert!(line.starts_with("bin = \"cli\""), "{line}");
+        assert!(line.contains("cli, server"), "{line}");
+        let named = (vec!["cli".to_string(), "multi".to_string()], None);
+        assert!(bin_line("multi", Some(&named)).starts_with("bin = \"multi\""));
+        let run = (both.0.clone(), Some("server".to_string()));
+        assert!(bin_line("multi", Some(&run)).starts_with("# bin = \"server\""));
+        let one = (vec!["svc".to_string()], None);
+        assert!(bin_line("x", Some(&one)).starts_with("# bin = \"svc\""));
+        assert!(bin_line("x", None).starts_with("# bin = \"NAME\""));
+        // Every form keeps the block valid TOML.
+        for l in [bin_line("m", Some(&both)), bin_line("m", None)] {
+            let doc: DocumentMut = block("m", &l).parse().unwrap();
+            assert!(doc["package"]["metadata"]["oci"].is_table_like());
+        }
     }
 
     #[test]

@@ -11,8 +11,9 @@ pub mod paths;
 pub mod raw;
 pub mod resolve;
 pub mod spec;
+pub mod tags;
 pub mod validate;
 
-pub use package::{cargo_metadata, prefetch_revision, select_packages, Selection};
+pub use package::{cargo_metadata, default_name, prefetch_revision, select_packages, Selection};
 pub use resolve::{image_specs, workspace_defaults};
 pub use spec::*;

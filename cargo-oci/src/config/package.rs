@@ -222,10 +222,19 @@ fn glob_matches(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|c| *c == '*')
 }
 
+/// The image name of a package whose metadata names none: `localhost/<package>` (lowercase), a
+/// local name that no push sends to a public registry by accident. `cargo oci init` leaves the
+/// name to this default.
+pub fn default_name(package: &str) -> String {
+    format!("localhost/{}", package.to_ascii_lowercase())
+}
+
+/// The binary of `package` the image carries: `wanted` (from `--bin` when `manifest` is `None`,
+/// else from the metadata of `manifest`), else `default-run`, else the only binary.
 pub(crate) fn choose_bin(
     package: &Package,
     wanted: Option<&str>,
-    manifest: &Path,
+    manifest: Option<&Path>,
 ) -> Result<String, UsageError> {
     let bins: Vec<&str> = package
         .targets
@@ -237,9 +246,12 @@ pub(crate) fn choose_bin(
         if bins.contains(&w) {
             return Ok(w.to_string());
         }
+        let place = match manifest {
+            Some(m) => format!("{}: `package.metadata.oci.bin`", m.display()),
+            None => "--bin".to_string(),
+        };
         return Err(UsageError::new(format!(
-            "{}: `package.metadata.oci.bin`: package `{}` has no binary named `{w}` (it has: {})",
-            manifest.display(),
+            "{place}: package `{}` has no binary named `{w}` (it has: {})",
             package.name,
             if bins.is_empty() {
                 "none".to_string()
@@ -249,6 +261,7 @@ pub(crate) fn choose_bin(
         ))
         .hint("name one of the package's [[bin]] targets"));
     }
+    let manifest = package.manifest_path.as_std_path();
     if let Some(d) = &package.default_run {
         return Ok(d.clone());
     }

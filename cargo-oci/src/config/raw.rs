@@ -39,6 +39,8 @@ pub struct RawOci {
     pub files: Option<Vec<RawFile>>,
     pub perms: Option<Vec<RawPerm>>,
     pub init: Option<bool>,
+    pub stop_signal: Option<String>,
+    pub content_tag: Option<bool>,
     pub scanner_metadata: Option<bool>,
     /// One image per binary (instead of `bin`).
     pub bins: Option<Vec<String>>,
@@ -183,6 +185,8 @@ impl RawOci {
             files: self.files.or(defaults.files),
             perms: self.perms.or(defaults.perms),
             init: self.init.or(defaults.init),
+            stop_signal: self.stop_signal.or(defaults.stop_signal),
+            content_tag: self.content_tag.or(defaults.content_tag),
             scanner_metadata: self.scanner_metadata.or(defaults.scanner_metadata),
             bins: self.bins.or(defaults.bins),
             extra_bins: self.extra_bins.or(defaults.extra_bins),

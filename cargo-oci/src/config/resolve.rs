@@ -7,15 +7,16 @@ use std::path::{Component, Path, PathBuf};
 use cargo_metadata::{Metadata, Package};
 
 use crate::config::env::ConfigEnv;
-use crate::config::package::{choose_bin, default_labels, Selection, LABEL_PREFIX};
+use crate::config::package::{choose_bin, default_labels, default_name, Selection, LABEL_PREFIX};
 use crate::config::paths::{normalize, owned_by_image, volume_conflict};
 use crate::config::raw::{RawFile, RawOci};
 use crate::config::spec::{BuildSpec, Created, FileSpec, ImageSpec, PermSpec, RuntimeConfig};
+use crate::config::tags::{debug_tags, image_tags};
 use crate::config::validate::{
-    debug_spec, expand_placeholders, expand_tag, invalid, parse_created, plain_text, probe,
-    validate_port, Invalid,
+    debug_spec, expand_placeholders, invalid, parse_created, plain_text, probe, profile_name,
+    stop_signal, validate_port, Invalid,
 };
-use crate::oci::reference::{validate_tag, ImageName};
+use crate::oci::reference::ImageName;
 use crate::util::error::UsageError;
 
 /// The default `max-layers`.
@@ -94,7 +95,7 @@ pub fn image_specs_with(
     }
     let raw = own.with_defaults(defaults);
     let bins = match (&sel.bin, &raw.bins, &raw.bin) {
-        (Some(b), _, _) => vec![choose_bin(package, Some(b), manifest)?],
+        (Some(b), _, _) => vec![choose_bin(package, Some(b), None)?],
         (None, Some(_), Some(_)) => {
             return Err(origin.error(
                 "bins",
@@ -113,7 +114,7 @@ pub fn image_specs_with(
             }
             let mut v: Vec<String> = Vec::new();
             for b in list {
-                let b = choose_bin(package, Some(b), manifest)
+                let b = choose_bin(package, Some(b), Some(manifest))
                     .map_err(|e| origin.error("bins", invalid(e.to_string(), "")))?;
                 if !v.contains(&b) {
                     v.push(b);
@@ -121,7 +122,7 @@ pub fn image_specs_with(
             }
             v
         }
-        (None, None, b) => vec![choose_bin(package, b.as_deref(), manifest)?],
+        (None, None, b) => vec![choose_bin(package, b.as_deref(), Some(manifest))?],
     };
     let several = bins.len() > 1;
     bins.into_iter()
@@ -148,33 +149,31 @@ fn image_spec_for(
     let package_dir = package_dir.canonicalize().unwrap_or(package_dir);
 
     let name_help = "use a lowercase reference such as \"registry.example.com/team/{package}\"";
-    let default_name = if several {
+    let default_name = default_name(if several {
         "{bin}"
     } else {
         package.name.as_str()
-    };
-    let name_text = expand_placeholders(raw.name.as_deref().unwrap_or(default_name), package, &bin)
-        .map_err(|m| err("name", invalid(m, name_help)))?;
-    let name = match environment.repository.as_deref().map(str::trim) {
-        Some(repo) if !repo.is_empty() => prefixed_name(repo, &name_text)?,
+    });
+    let name_text =
+        expand_placeholders(raw.name.as_deref().unwrap_or(&default_name), package, &bin)
+            .map_err(|m| err("name", invalid(m, name_help)))?;
+    let repository = environment
+        .repository
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    let name = match repository {
+        Some(repo) => prefixed_name(repo, &name_text)?,
         _ => ImageName::parse(&name_text).map_err(|m| err("name", invalid(m, name_help)))?,
     };
 
-    let tag_help = "tags are up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`; {version}, {package} and {bin} are expanded";
-    let mut tags = Vec::new();
-    for t in raw
-        .tags
-        .clone()
-        .unwrap_or_else(|| vec!["latest".into()])
-        .iter()
-        .chain(&sel.tags)
-    {
-        let t = expand_tag(t, package, &bin).map_err(|m| err("tags", invalid(m, tag_help)))?;
-        validate_tag(&t).map_err(|m| err("tags", invalid(m, tag_help)))?;
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
+    let (tags, content_tag) = image_tags(raw, &sel.tags, package, &bin, &err)?;
+    let stop_signal = raw
+        .stop_signal
+        .as_deref()
+        .map(stop_signal)
+        .transpose()
+        .map_err(|m| err("stop-signal", m))?;
 
     let env = raw.env.clone().unwrap_or_default();
     for k in env.keys() {
@@ -345,10 +344,15 @@ fn image_spec_for(
         .map(|p| probe(p, "ready", package))
         .transpose()
         .map_err(|m| err("ready", m))?;
-    let debug = match &raw.debug {
+    let mut debug = match &raw.debug {
         None => None,
         Some(v) => debug_spec(v).map_err(|m| err("debug", m))?,
     };
+    if let Some(d) = debug.as_mut() {
+        if let Some(raw_tags) = d.tags.take() {
+            d.tags = Some(debug_tags(&raw_tags, &tags, package, &bin, &err)?);
+        }
+    }
 
     let mut files = Vec::new();
     for (i, f) in raw.files.iter().flatten().enumerate() {
@@ -416,6 +420,7 @@ fn image_spec_for(
             bin,
         },
         name,
+        name_configured: raw.name.is_some() || repository.is_some(),
         tags,
         runtime: RuntimeConfig {
             args: raw.args.clone().unwrap_or_default(),
@@ -427,6 +432,7 @@ fn image_spec_for(
             volumes,
             labels,
             created,
+            stop_signal,
         },
         extra_libs,
         ca_certificates: raw.ca_certificates.unwrap_or(true),
@@ -440,6 +446,7 @@ fn image_spec_for(
         files,
         perms,
         init: raw.init.unwrap_or(false),
+        content_tag,
         scanner_metadata: raw.scanner_metadata.unwrap_or(true),
     })
 }
@@ -454,21 +461,6 @@ fn prefixed_name(repo: &str, name: &str) -> Result<ImageName, UsageError> {
     ImageName::parse(repo).map_err(fail)?;
     let last = name.rsplit('/').next().unwrap_or(name);
     ImageName::parse(&format!("{}/{last}", repo.trim_end_matches('/'))).map_err(fail)
-}
-
-/// A cargo profile name: what `--profile` takes.
-fn profile_name(p: &str) -> Result<String, Invalid> {
-    if p.is_empty()
-        || !p
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(invalid(
-            format!("`{}` is not a profile name", p.escape_debug()),
-            "name a profile such as \"release\" or one of [profile.NAME] in the workspace's Cargo.toml",
-        ));
-    }
-    Ok(p.to_string())
 }
 
 /// `extra-bins`: other binaries of the package, each once, not the service itself.

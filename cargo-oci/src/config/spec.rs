@@ -46,6 +46,9 @@ pub struct RuntimeConfig {
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub created: Created,
+    /// The signal that asks the service to stop (`StopSignal`: `SIGINT`, ...); `None`: the
+    /// runtime's default, SIGTERM.
+    pub stop_signal: Option<String>,
 }
 
 /// Everything the image is made from, validated: how to build its program ([`BuildSpec`]), its
@@ -54,6 +57,8 @@ pub struct RuntimeConfig {
 pub struct ImageSpec {
     pub build: BuildSpec,
     pub name: ImageName,
+    /// Whether `name` comes from the metadata (else it is the default: the package name).
+    pub name_configured: bool,
     pub tags: Vec<String>,
     pub runtime: RuntimeConfig,
     pub extra_libs: Vec<String>,
@@ -75,6 +80,8 @@ pub struct ImageSpec {
     pub perms: Vec<PermSpec>,
     /// The entrypoint runs the service as a child: forwards signals, reaps zombies.
     pub init: bool,
+    /// Whether the images also get the content tag (`content-tag`, default true).
+    pub content_tag: bool,
     /// The image carries what scanners read: dpkg records, copyright files, os-release.
     pub scanner_metadata: bool,
 }
@@ -124,6 +131,9 @@ pub struct DebugSpec {
     /// Host tools for the debug shell; `None`: busybox if the host has a static one, else bash
     /// and coreutils.
     pub inputs: Option<Vec<String>>,
+    /// The debug variant's tags (placeholders expanded); `None`: `<tag>-debug` for every tag of
+    /// the standard image.
+    pub tags: Option<Vec<String>>,
 }
 
 /// A host file or directory of the package copied into the image.

@@ -42,8 +42,9 @@ pub fn plain_text(what: &str, text: &str, help: &str) -> Result<(), Invalid> {
 pub fn probe(p: &RawProbe, which: &str, package: &Package) -> Result<Probe, Invalid> {
     let mut kinds = Vec::new();
     if let Some(url) = &p.http {
-        let help = "write a URL such as \"http://127.0.0.1:8080/healthz\"";
+        let help = "write a URL such as \"http://127.0.0.1:8080/healthz\" or \"http://127.0.0.1:${PORT:-8080}/healthz\"";
         plain_text("http", url, help)?;
+        let url = &as_checked(url).map_err(|m| invalid(format!("http = `{url}`: {m}"), help))?;
         if url.contains(' ') {
             return Err(invalid(format!("http = `{url}` holds a space"), help));
         }
@@ -56,18 +57,19 @@ pub fn probe(p: &RawProbe, which: &str, package: &Package) -> Result<Probe, Inva
         if rest.is_empty() || rest.starts_with('/') {
             return Err(invalid(format!("http = `{url}` has no host"), help));
         }
-        kinds.push(ProbeKind::Http(url.clone()));
+        kinds.push(ProbeKind::Http(p.http.clone().unwrap_or_default()));
     }
     if let Some(addr) = &p.tcp {
-        let help = "write HOST:PORT, such as \"127.0.0.1:8080\"";
+        let help = "write HOST:PORT, such as \"127.0.0.1:8080\" or \"127.0.0.1:${PORT:-8080}\"";
         plain_text("tcp", addr, help)?;
+        let addr = &as_checked(addr).map_err(|m| invalid(format!("tcp = `{addr}`: {m}"), help))?;
         let ok = addr.rsplit_once(':').is_some_and(|(h, port)| {
             !h.is_empty() && !h.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
         if !ok {
             return Err(invalid(format!("tcp = `{addr}` is not HOST:PORT"), help));
         }
-        kinds.push(ProbeKind::Tcp(addr.clone()));
+        kinds.push(ProbeKind::Tcp(p.tcp.clone().unwrap_or_default()));
     }
     if let Some(argv) = &p.exec {
         let help = "write the command and its arguments as a list, such as [\"svc\", \"check\"]";
@@ -129,6 +131,7 @@ pub fn debug_spec(v: &serde_json::Value) -> Result<Option<DebugSpec>, Invalid> {
     struct Table {
         enabled: Option<bool>,
         inputs: Option<Vec<String>>,
+        tags: Option<Vec<String>>,
     }
     let help = "write `debug = true`, or a table such as `debug = { inputs = [\"busybox\"] }`";
     match v {
@@ -142,10 +145,96 @@ pub fn debug_spec(v: &serde_json::Value) -> Result<Option<DebugSpec>, Invalid> {
                     return Err(invalid("an input is empty", help));
                 }
             }
-            Ok((t.enabled != Some(false)).then_some(DebugSpec { inputs: t.inputs }))
+            Ok((t.enabled != Some(false)).then_some(DebugSpec {
+                inputs: t.inputs,
+                tags: t.tags,
+            }))
         }
         _ => Err(invalid("expected true, false or a table", help)),
     }
+}
+
+/// A probe address as the build checks it: the container's variables, which the probe expands
+/// at run time (`$NAME`, `${NAME}`, `${NAME:-default}`), become their default, or `1` (a valid
+/// port) when they have none. Refuses what the probe could not expand.
+fn as_checked(text: &str) -> Result<String, String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        let (name, default, after) = if let Some(body) = rest.strip_prefix('{') {
+            let end = body.find('}').ok_or("`${` is not closed")?;
+            let (name, default) = match body[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&body[..end], None),
+            };
+            (name, default, &body[end + 1..])
+        } else {
+            let end = rest.find(|c| !is_name(c)).unwrap_or(rest.len());
+            (&rest[..end], None, &rest[end..])
+        };
+        if name.is_empty() || !name.chars().all(is_name) {
+            return Err(
+                "a `$` names no variable (write $NAME, ${NAME} or ${NAME:-default})".into(),
+            );
+        }
+        out.push_str(default.unwrap_or("1"));
+        rest = after;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A cargo profile name: what `--profile` takes.
+pub fn profile_name(p: &str) -> Result<String, Invalid> {
+    if p.is_empty()
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            format!("`{}` is not a profile name", p.escape_debug()),
+            "name a profile such as \"release\" or one of [profile.NAME] in the workspace's Cargo.toml",
+        ));
+    }
+    Ok(p.to_string())
+}
+
+/// The signals a service may ask to be stopped with, as the image config's `StopSignal` names
+/// them (numbers shared by every Linux architecture cargo-oci builds for).
+const STOP_SIGNALS: [(&str, u8); 7] = [
+    ("SIGHUP", 1),
+    ("SIGINT", 2),
+    ("SIGQUIT", 3),
+    ("SIGKILL", 9),
+    ("SIGUSR1", 10),
+    ("SIGUSR2", 12),
+    ("SIGTERM", 15),
+];
+
+/// `stop-signal`: `SIGINT`, `INT`, `sigint` or `2` all give `SIGINT`.
+pub fn stop_signal(text: &str) -> Result<String, Invalid> {
+    let upper = text.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper.clone()
+    } else {
+        format!("SIG{upper}")
+    };
+    STOP_SIGNALS
+        .iter()
+        .find(|(n, num)| *n == name || upper.parse::<u8>().ok() == Some(*num))
+        .map(|(n, _)| n.to_string())
+        .ok_or_else(|| {
+            invalid(
+                format!("`{}` is not a signal a service is stopped with", text.escape_debug()),
+                format!(
+                    "use one of {} (SIGINT for services that stop on Ctrl-C, such as tokio's `ctrl_c`)",
+                    STOP_SIGNALS.map(|(n, _)| n).join(", ")
+                ),
+            )
+        })
 }
 
 /// Replaces `{version}`, `{package}` and `{bin}` in a tag or an image name.

@@ -1,6 +1,6 @@
-//! Registry credentials and challenges: finds the credential for a registry (explicit, then
-//! containers' `auth.json`, then Docker's `config.json` with its credential helpers, else
-//! anonymous), parses `WWW-Authenticate` challenges and fetches bearer tokens.
+//! Registry credentials and challenges: finds the credential for a registry (the
+//! `CARGO_OCI_REGISTRY_USER`/`_PASSWORD` variables, then containers' `auth.json` where podman
+//! keeps it, then Docker's `config.json` with its credential helpers, else anonymous), parses `WWW-Authenticate` challenges and fetches bearer tokens.
 //!
 //! Reading the config files and running `docker-credential-*` helpers is the `docker_credential`
 //! crate's job; the challenge parser is small and written here because no well-kept crate does
@@ -73,36 +73,135 @@ fn server_keys(registry: &str) -> Vec<String> {
     }
 }
 
-/// Finds the stored credential for `registry`: containers' `auth.json` (`$REGISTRY_AUTH_FILE`,
-/// `$XDG_RUNTIME_DIR/containers/auth.json`), then Docker's `config.json` (`$DOCKER_CONFIG` or
-/// `~/.docker`; `auths`, `credHelpers`, `credsStore`). `Ok(None)` means anonymous. A helper
-/// that is configured but fails is an error: pushing anonymously instead would only fail later
-/// with a less useful message.
+/// The environment variables that give the credential for every registry.
+pub const USER_VAR: &str = "CARGO_OCI_REGISTRY_USER";
+pub const PASSWORD_VAR: &str = "CARGO_OCI_REGISTRY_PASSWORD";
+
+/// Finds the credential for `registry`, in this order: `$CARGO_OCI_REGISTRY_USER` with
+/// `$CARGO_OCI_REGISTRY_PASSWORD`; containers' `auth.json` where podman keeps it
+/// (`$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json` or, with no
+/// `XDG_RUNTIME_DIR`, `/run/containers/$UID/auth.json`; then `~/.config/containers/auth.json`);
+/// then Docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`; `auths`, `credHelpers`,
+/// `credsStore`). `Ok(None)` means anonymous. A helper that is configured but fails is an
+/// error: pushing anonymously instead would only fail later with a less useful message.
 pub fn lookup(registry: &str) -> Result<Option<Credential>, String> {
-    use docker_credential::{CredentialRetrievalError as E, DockerCredential as D};
-    let convert = |c: D, source: &str| Credential {
+    let env = |k: &str| std::env::var_os(k);
+    if let Some(c) = from_env(&env)? {
+        return Ok(Some(c));
+    }
+    for path in podman_auth_files(&env, current_uid()) {
+        if let Some(c) = from_auth_file(&path, registry)? {
+            return Ok(Some(c));
+        }
+    }
+    from_docker_config(registry)
+}
+
+/// Where [`lookup`] looks, for messages about an anonymous request.
+pub fn places() -> String {
+    let env = |k: &str| std::env::var_os(k);
+    let mut v = vec![format!("${USER_VAR}")];
+    v.extend(
+        podman_auth_files(&env, current_uid())
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    v.push(docker_config_name());
+    v.join(", ")
+}
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+/// The credential of `$CARGO_OCI_REGISTRY_USER` / `$CARGO_OCI_REGISTRY_PASSWORD`, if set.
+fn from_env(env: Env) -> Result<Option<Credential>, String> {
+    let Some(user) = env(USER_VAR) else {
+        return Ok(None);
+    };
+    let username = user
+        .into_string()
+        .map_err(|_| format!("${USER_VAR} is not valid UTF-8"))?;
+    let password = match env(PASSWORD_VAR).map(|p| p.into_string()) {
+        Some(Ok(p)) if !p.is_empty() => p,
+        Some(Err(_)) => return Err(format!("${PASSWORD_VAR} is not valid UTF-8")),
+        _ => {
+            return Err(format!(
+                "${USER_VAR} is set but ${PASSWORD_VAR} is empty or unset; set both, or neither"
+            ))
+        }
+    };
+    Ok(Some(Credential {
+        secret: Secret::Basic { username, password },
+        source: format!("${USER_VAR}/${PASSWORD_VAR}"),
+    }))
+}
+
+/// The uid of this process (the owner of `/proc/self`), for podman's `/run/containers/$UID`.
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+/// The `auth.json` files podman reads, in its order (containers-auth.json(5)).
+fn podman_auth_files(env: Env, uid: u32) -> Vec<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(p) = env("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    let mut v = vec![match env("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        Some(d) => PathBuf::from(d).join("containers/auth.json"),
+        None => PathBuf::from(format!("/run/containers/{uid}/auth.json")),
+    }];
+    if let Some(home) = env("HOME").filter(|p| !p.is_empty()) {
+        v.push(PathBuf::from(home).join(".config/containers/auth.json"));
+    }
+    v
+}
+
+fn convert(c: docker_credential::DockerCredential, source: String) -> Credential {
+    use docker_credential::DockerCredential as D;
+    Credential {
         secret: match c {
             D::UsernamePassword(username, password) => Secret::Basic { username, password },
             D::IdentityToken(t) => Secret::IdentityToken(t),
         },
-        source: source.to_string(),
+        source,
+    }
+}
+
+/// The credential for `registry` in one `auth.json`, if the file exists and has one.
+fn from_auth_file(path: &std::path::Path, registry: &str) -> Result<Option<Credential>, String> {
+    use docker_credential::CredentialRetrievalError as E;
+    let Ok(text) = std::fs::read(path) else {
+        return Ok(None);
     };
-    let auth_json = std::env::var_os("REGISTRY_AUTH_FILE")
-        .map(|p| format!("$REGISTRY_AUTH_FILE ({})", p.to_string_lossy()))
-        .unwrap_or_else(|| "containers auth.json".into());
-    let docker_json = std::env::var_os("DOCKER_CONFIG")
-        .map(|p| format!("{}/config.json", p.to_string_lossy()))
-        .unwrap_or_else(|| "~/.docker/config.json".into());
     for key in server_keys(registry) {
-        match docker_credential::get_podman_credential(&key) {
-            Ok(c) => return Ok(Some(convert(c, &auth_json))),
-            Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {}
-            Err(e) => return Err(format!("{auth_json}: {}", helper_error(&e))),
+        match docker_credential::get_credential_from_reader(text.as_slice(), &key) {
+            Ok(c) => return Ok(Some(convert(c, path.display().to_string()))),
+            Err(E::ConfigNotFound | E::NoCredentialConfigured) => {}
+            Err(E::ConfigReadError) => {
+                return Err(format!("{}: not a readable auth.json", path.display()))
+            }
+            Err(e) => return Err(format!("{}: {}", path.display(), helper_error(&e))),
         }
     }
+    Ok(None)
+}
+
+fn docker_config_name() -> String {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(|p| format!("{}/config.json", p.to_string_lossy()))
+        .unwrap_or_else(|| "~/.docker/config.json".into())
+}
+
+/// The credential for `registry` in Docker's config.json, or its credential helpers.
+fn from_docker_config(registry: &str) -> Result<Option<Credential>, String> {
+    use docker_credential::CredentialRetrievalError as E;
+    let docker_json = docker_config_name();
     for key in server_keys(registry) {
         match docker_credential::get_credential(&key) {
-            Ok(c) => return Ok(Some(convert(c, &docker_json))),
+            Ok(c) => return Ok(Some(convert(c, docker_json))),
             Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {}
             // A store (`credsStore`) that has nothing for this registry: anonymous.
             Err(E::HelperFailure { stdout, stderr, .. })
@@ -263,6 +362,69 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("ann"));
         assert_eq!(c.basic_header().as_deref(), Some("Basic YW5uOmh1bnRlcjI="));
+    }
+
+    #[test]
+    fn podman_auth_files_follow_podman() {
+        use std::ffi::OsString;
+        use std::path::PathBuf;
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let files = podman_auth_files(&env(&[("HOME", "/root")]), 0);
+        assert_eq!(
+            files,
+            [
+                PathBuf::from("/run/containers/0/auth.json"),
+                PathBuf::from("/root/.config/containers/auth.json")
+            ]
+        );
+        let files = podman_auth_files(&env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]), 1000);
+        assert_eq!(
+            files,
+            [PathBuf::from("/run/user/1000/containers/auth.json")]
+        );
+        let files = podman_auth_files(
+            &env(&[("REGISTRY_AUTH_FILE", "/a.json"), ("HOME", "/h")]),
+            7,
+        );
+        assert_eq!(files, [PathBuf::from("/a.json")]);
+    }
+
+    #[test]
+    fn environment_credentials_need_both_variables() {
+        use std::ffi::OsString;
+        let none = |_: &str| None::<OsString>;
+        assert!(from_env(&none).unwrap().is_none());
+        let user_only = |k: &str| (k == USER_VAR).then(|| OsString::from("ann"));
+        let e = from_env(&user_only).unwrap_err();
+        assert!(e.contains(PASSWORD_VAR), "{e}");
+        let both = |k: &str| match k {
+            USER_VAR => Some(OsString::from("ann")),
+            PASSWORD_VAR => Some(OsString::from("pw")),
+            _ => None,
+        };
+        let c = from_env(&both).unwrap().unwrap();
+        assert!(c.describe().contains("ann") && c.describe().contains(USER_VAR));
+        assert_eq!(c.basic_header().as_deref(), Some("Basic YW5uOnB3"));
+    }
+
+    #[test]
+    fn auth_files_are_read_for_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        assert!(from_auth_file(&path, "r.example").unwrap().is_none());
+        std::fs::write(&path, r#"{"auths":{"127.0.0.1:5000":{"auth":"YW5uOnB3"}}}"#).unwrap();
+        let c = from_auth_file(&path, "127.0.0.1:5000").unwrap().unwrap();
+        assert_eq!(c.basic_header().as_deref(), Some("Basic YW5uOnB3"));
+        assert_eq!(c.source, path.display().to_string());
+        assert!(from_auth_file(&path, "other.example").unwrap().is_none());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(from_auth_file(&path, "127.0.0.1:5000").is_err());
     }
 
     #[test]

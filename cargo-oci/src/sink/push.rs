@@ -118,8 +118,12 @@ pub fn push_image(
         None => auth::lookup(registry)
             .map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))?,
     };
-    if let Some(c) = &credential {
-        report.detail(&format!("credentials for {registry}: {}", c.describe()));
+    match &credential {
+        Some(c) => report.detail(&format!("credentials for {registry}: {}", c.describe())),
+        None => report.detail(&format!(
+            "no credentials for {registry} (looked in {}): anonymous",
+            auth::places()
+        )),
     }
 
     let mut blobs: Vec<BlobFile> = Vec::new();
@@ -152,7 +156,8 @@ pub fn push_image(
     }
     let mut client = Client::new(registry, credential, scopes, req.client.clone())?
         .with_login_hint(format!(
-            "pass --username USER --password-stdin, or log in with `docker login {registry}` or \
+            "pass --username USER --password-stdin, set CARGO_OCI_REGISTRY_USER and \
+             CARGO_OCI_REGISTRY_PASSWORD, or log in with `docker login {registry}` or \
              `podman login {registry}`"
         ));
     client.check()?;

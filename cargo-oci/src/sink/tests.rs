@@ -32,6 +32,7 @@ fn spec() -> ImageSpec {
             ..Default::default()
         },
         name: ImageName::parse("localhost/unit/app").unwrap(),
+        name_configured: true,
         tags: vec!["1.2.3".into(), "latest".into()],
         runtime: RuntimeConfig {
             args: vec!["serve".into()],
@@ -43,6 +44,7 @@ fn spec() -> ImageSpec {
             volumes: vec![],
             labels: BTreeMap::from([("vendor".to_string(), "unit".to_string())]),
             created: Created::Epoch(1),
+            stop_signal: None,
         },
         extra_libs: vec![],
         ca_certificates: false,
@@ -56,6 +58,7 @@ fn spec() -> ImageSpec {
         files: vec![],
         perms: vec![],
         init: false,
+        content_tag: true,
         scanner_metadata: true,
     }
 }

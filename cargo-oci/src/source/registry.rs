@@ -7,9 +7,9 @@
 //! is removed, fetched again and reported as a repair), and a build whose base is all in the
 //! store does not reach the registry at all.
 //!
-//! Credentials: `CARGO_OCI_REGISTRY_USER` / `CARGO_OCI_REGISTRY_PASSWORD`, else what `push`
-//! finds (containers' auth.json, Docker's config.json and its credential helpers), else
-//! anonymous; tokens are asked for the repository's `pull` scope only.
+//! Credentials: those `push` finds ([`auth::lookup`]: `CARGO_OCI_REGISTRY_USER` /
+//! `CARGO_OCI_REGISTRY_PASSWORD`, containers' auth.json, Docker's config.json and its credential
+//! helpers), else anonymous; tokens are asked for the repository's `pull` scope only.
 
 use std::cell::OnceCell;
 use std::io::Read;
@@ -21,7 +21,7 @@ use super::{Blobs, MAX_JSON};
 use crate::oci::digest::Digest;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
-use crate::registry::auth::{self, Credential, Secret};
+use crate::registry::auth::{self, Credential};
 use crate::registry::{Client, ClientOptions};
 
 /// A registry repository as a source of blobs, connected on first need.
@@ -32,18 +32,8 @@ pub struct Source<'a> {
     client: OnceCell<Client>,
 }
 
-/// Basic credentials from `CARGO_OCI_REGISTRY_USER` / `CARGO_OCI_REGISTRY_PASSWORD`, else the
-/// stored ones for `registry`.
+/// The credential `push` would use for `registry` (see [`auth::lookup`]).
 fn credential(registry: &str) -> Result<Option<Credential>> {
-    if let Ok(username) = std::env::var("CARGO_OCI_REGISTRY_USER") {
-        return Ok(Some(Credential {
-            secret: Secret::Basic {
-                username,
-                password: std::env::var("CARGO_OCI_REGISTRY_PASSWORD").unwrap_or_default(),
-            },
-            source: "$CARGO_OCI_REGISTRY_USER".into(),
-        }));
-    }
     auth::lookup(registry).map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))
 }
 

@@ -34,6 +34,12 @@ impl Reporter {
         }
     }
 
+    /// Colours on (`--color always`) or off (`--color never`), whatever stderr is.
+    pub fn with_color(mut self, on: bool) -> Self {
+        self.color = on;
+        self
+    }
+
     /// A step, as cargo prints them: a right-aligned green verb, then what.
     pub fn status(&self, verb: &str, what: &str) {
         if self.verbosity >= Verbosity::Normal {
