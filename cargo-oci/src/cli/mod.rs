@@ -115,6 +115,7 @@ impl Cli {
             Command::Export(a) => &a.image.common,
             Command::Merge(a) => &a.common,
             Command::Clean(a) => &a.common,
+            Command::Keygen(a) => &a.common,
         };
         c.message_format
     }
