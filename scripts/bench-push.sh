@@ -79,4 +79,3 @@ for w in first repeat; do
     label="first push, $example"; [ "$w" = repeat ] && label="repeat push, nothing to send"
     printf '%-30s %9s %8s | %9s %8s | %7s %7s | %s\n' "$label" "$ow" "$oc" "$sw" "$sc" "$(ratio "$sw" "$ow")" "$(ratio "$sc" "$oc")" ">= 2x"
 done
-t=$(now); "$bin" oci build --release --no-build -q >/dev/null; echo "for reference, cargo oci build --no-build (packaging only): $(elapsed "$t") s"

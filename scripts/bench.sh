@@ -35,8 +35,13 @@ results=$work/results.tsv
 need() { command -v "$1" >/dev/null || { echo "bench: $1 is missing: run scripts/install-test-tools.sh" >&2; exit 1; }; }
 for t in podman buildah umoci pigz gzip zstd jq /usr/bin/time rustup; do need "$t"; done
 
-echo "bench: building cargo-oci (release) and the layer driver" >&2
-(cd "$root" && cargo build --release -q -p cargo-oci --bin cargo-oci --example bench_layer)
+targets=()
+[ -z "${CARGO_OCI_BIN:-}" ] && targets+=(--bin cargo-oci)
+[ "${BENCH_SKIP_1GB:-0}" != 1 ] && targets+=(--example bench_layer)
+if [ ${#targets[@]} -gt 0 ]; then
+  echo "bench: building ${targets[*]} (release)" >&2
+  (cd "$root" && cargo build --release -q -p cargo-oci "${targets[@]}")
+fi
 bin=${CARGO_OCI_BIN:-$root/target/release/cargo-oci}
 layer_bin=$root/target/release/examples/bench_layer
 # `cargo oci` finds the subcommand on PATH, as for an installed cargo-oci.

@@ -153,3 +153,55 @@ fn a_helper_for_another_target_is_compiled_once_per_machine_not_per_target_dir()
         "{err}"
     );
 }
+
+#[test]
+fn the_toolchain_rustc_is_asked_once_per_machine() {
+    // A toolchain directory as `cargo oci` sees it: $CARGO and the rustc beside it (here scripts
+    // that log their calls and hand over to the real ones).
+    let tmp = tempfile::tempdir().unwrap();
+    let toolchain = tmp.path().join("toolchain");
+    std::fs::create_dir_all(&toolchain).unwrap();
+    let log = tmp.path().join("calls.log");
+    let real_cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let real_rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    for (name, real) in [("cargo", &real_cargo), ("rustc", &real_rustc)] {
+        write_script(
+            &toolchain.join(name),
+            &format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexec '{real}' \"$@\"\n",
+                log.display()
+            ),
+        );
+    }
+    let cache = tmp.path().join("cache");
+    let mut digests = Vec::new();
+    for checkout in ["a", "b"] {
+        let target = private_target(&tmp.path().join(checkout));
+        let mut c = cargo_oci(
+            &example("http-hello"),
+            &[
+                "build",
+                "--release",
+                "--no-build",
+                "--message-format",
+                "json",
+            ],
+        );
+        c.arg("--target-dir")
+            .arg(&target)
+            .env("CARGO_OCI_CACHE_DIR", &cache)
+            .env("CARGO", toolchain.join("cargo"))
+            .env_remove("RUSTC");
+        let out = ok(c);
+        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        digests.push(json["digest"].as_str().unwrap().to_string());
+    }
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let rustc: Vec<&str> = calls.lines().filter(|l| l.starts_with("rustc")).collect();
+    assert_eq!(rustc, ["rustc -vV"], "{calls}");
+    assert!(
+        calls.lines().any(|l| l.starts_with("cargo metadata")),
+        "{calls}"
+    );
+    assert_eq!(digests[0], digests[1]);
+}

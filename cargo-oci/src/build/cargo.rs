@@ -351,8 +351,53 @@ pub fn prefetch_rustc_version(dir: &Path) {
     });
 }
 
+/// The rustc of the toolchain whose cargo runs us (`cargo oci`): the one beside `$CARGO`, when
+/// `$RUSTC` does not name another. Its `-vV` is kept in the per-machine cache, keyed by the
+/// file's path, size, inode and times: a toolchain directory's rustc only changes by being
+/// replaced.
+fn toolchain_rustc() -> Option<PathBuf> {
+    if std::env::var_os("RUSTC").is_some() {
+        return None;
+    }
+    let cargo = PathBuf::from(std::env::var_os("CARGO")?);
+    let bin = cargo.parent()?;
+    // rustup's proxies (~/.cargo/bin) pick a toolchain per directory: not one file to key on.
+    if bin.join("rustup").exists() {
+        return None;
+    }
+    let rustc = bin.join("rustc");
+    rustc.is_absolute().then_some(rustc)
+}
+
+fn rustc_cache_path(rustc: &Path) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(rustc).ok().filter(|m| m.is_file())?;
+    let mut h = Sha256::new();
+    h.update(rustc.as_os_str().as_encoded_bytes());
+    for n in [m.len(), m.ino(), m.dev()] {
+        h.update(n.to_le_bytes());
+    }
+    for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+        h.update(n.to_le_bytes());
+    }
+    let dir = crate::util::fs::cache_dir().ok()?.join("rustc");
+    Some(dir.join(hex::encode(&h.finalize()[..16])))
+}
+
 fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let cached = toolchain_rustc().and_then(|r| Some((rustc_cache_path(&r)?, r)));
+    if let Some((path, _)) = &cached {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.starts_with("rustc ") && text.contains("\nhost: ") {
+                return Ok(text);
+            }
+        }
+    }
+    let rustc = match &cached {
+        Some((_, r)) => r.clone().into_os_string(),
+        None => std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()),
+    };
     let out = Command::new(&rustc)
         .arg("-vV")
         .current_dir(dir)
@@ -362,5 +407,15 @@ fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
     if !out.status.success() {
         bail!("{} -vV failed", rustc.to_string_lossy());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Some((path, _)) = &cached {
+        // Best effort: without it, the next run asks rustc again.
+        if path
+            .parent()
+            .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        {
+            let _ = crate::util::fs::write_atomic(path, |w| Ok(w.write_all(text.as_bytes())?));
+        }
+    }
+    Ok(text)
 }

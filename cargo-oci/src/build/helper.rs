@@ -2,7 +2,7 @@
 //! the image's target. For the target cargo-oci itself was built for, the helper is embedded in
 //! cargo-oci (compiled by `build.rs` with the toolchain that built cargo-oci): nothing is
 //! compiled. For any other target it is compiled once with the user's own toolchain and cached
-//! per machine ([`cache_dir`]), keyed by toolchain, target, flags and source. Being std-only, its
+//! per machine ([`crate::util::fs::cache_dir`]), keyed by toolchain, target, flags and source. Being std-only, its
 //! closure is libc's, a subset of any Rust service's, and it is static for static targets. The
 //! digest of each cached helper is recorded beside it (for the embedded one: known in-process)
 //! and checked before every use: a helper that differs is written or built again.
@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use crate::build::cargo::{cargo_program, rustc_version_verbose};
 use crate::oci::digest::Digest as OciDigest;
 use crate::oci::store;
-use crate::util::error::UsageError;
 use crate::util::reporter::Reporter;
 
 /// The helper's source code.
@@ -32,42 +31,12 @@ const EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/contract-helpe
 /// The target cargo-oci was built for, the one of [`EMBEDDED`].
 pub const EMBEDDED_TARGET: &str = env!("CARGO_OCI_HELPER_TARGET");
 
-/// The environment variable that names the per-machine cache directory.
-pub const CACHE_DIR_VAR: &str = "CARGO_OCI_CACHE_DIR";
-
-/// cargo-oci's per-machine cache: `$CARGO_OCI_CACHE_DIR`, else `$XDG_CACHE_HOME/cargo-oci`, else
-/// `~/.cache/cargo-oci`.
-pub fn cache_dir() -> Result<PathBuf> {
-    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-    if let Some(v) = std::env::var_os(CACHE_DIR_VAR).filter(|v| !v.is_empty()) {
-        return std::path::absolute(PathBuf::from(&v)).with_context(|| {
-            format!(
-                "cannot find ${CACHE_DIR_VAR} ({})",
-                PathBuf::from(v).display()
-            )
-        });
-    }
-    if let Some(x) = absolute(std::env::var_os("XDG_CACHE_HOME")) {
-        return Ok(x.join("cargo-oci"));
-    }
-    if let Some(h) = absolute(std::env::var_os("HOME")) {
-        return Ok(h.join(".cache").join("cargo-oci"));
-    }
-    Err(
-        UsageError::new("no cache directory for the contract helper: HOME is not set")
-            .hint(format!(
-                "set {CACHE_DIR_VAR} (or XDG_CACHE_HOME) to a directory cargo-oci may write"
-            ))
-            .into(),
-    )
-}
-
 /// Returns the path of the helper for `target`: the embedded one (written to the cache when it
 /// is not there yet) or one built for `target` (built when the cache has none, or has one that
 /// is not what was built). `package_dir` is where the user's cargo configuration (linkers,
 /// rustflags) applies.
 pub fn ensure(target: &str, package_dir: &Path, report: &Reporter) -> Result<PathBuf> {
-    let root = cache_dir()?.join("helper");
+    let root = crate::util::fs::cache_dir()?.join("helper");
     let bin = root.join("bin");
     if target == EMBEDDED_TARGET && !EMBEDDED.is_empty() {
         return embedded(&bin, target, report);

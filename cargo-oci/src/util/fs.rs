@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -148,4 +148,34 @@ pub fn lock_exclusive(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
     fs4::FileExt::lock(&f).with_context(|| format!("cannot lock {}", path.display()))?;
     Ok(f)
+}
+
+/// The environment variable that names the per-machine cache directory.
+pub const CACHE_DIR_VAR: &str = "CARGO_OCI_CACHE_DIR";
+
+/// cargo-oci's per-machine cache: `$CARGO_OCI_CACHE_DIR`, else `$XDG_CACHE_HOME/cargo-oci`, else
+/// `~/.cache/cargo-oci`.
+pub fn cache_dir() -> Result<PathBuf> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(v) = std::env::var_os(CACHE_DIR_VAR).filter(|v| !v.is_empty()) {
+        return std::path::absolute(PathBuf::from(&v)).with_context(|| {
+            format!(
+                "cannot find ${CACHE_DIR_VAR} ({})",
+                PathBuf::from(v).display()
+            )
+        });
+    }
+    if let Some(x) = absolute(std::env::var_os("XDG_CACHE_HOME")) {
+        return Ok(x.join("cargo-oci"));
+    }
+    if let Some(h) = absolute(std::env::var_os("HOME")) {
+        return Ok(h.join(".cache").join("cargo-oci"));
+    }
+    Err(crate::util::error::UsageError::new(
+        "no cache directory for the contract helper: HOME is not set",
+    )
+    .hint(format!(
+        "set {CACHE_DIR_VAR} (or XDG_CACHE_HOME) to a directory cargo-oci may write"
+    ))
+    .into())
 }

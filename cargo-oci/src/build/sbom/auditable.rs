@@ -29,6 +29,10 @@ pub fn embed(binary: &Path, crates: &[Crate], dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let name = binary.file_name().context("the binary has no file name")?;
     let path = dir.join(name);
+    // An unchanged copy is left as it is: the layer cache knows it by its file's identity.
+    if std::fs::read(&path).is_ok_and(|old| old == out) {
+        return Ok(path);
+    }
     write_atomic(&path, |w| Ok(w.write_all(&out)?))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
