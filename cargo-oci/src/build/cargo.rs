@@ -115,7 +115,7 @@ impl CargoFlags {
                 .iter()
                 .any(|s| s.build.package_id == spec.build.package_id)
             {
-                cmd.args(["-p", &spec.build.package_id]);
+                cmd.args(["-p", &spec.build.package_spec]);
                 features.extend(
                     spec.build
                         .features

@@ -2,8 +2,8 @@
 //! it. Reads `cargo metadata`, the package directory and the environment; writes nothing.
 //!
 //! `raw` (the keys as written) → `validate` (single values) and `paths` (image paths) →
-//! `resolve` (→ [`ImageSpec`]); `package` picks the package and binary; `env` reads the
-//! environment.
+//! `resolve` (→ [`ImageSpec`]); `package` picks the packages and binaries, as cargo does;
+//! `workspace` adds the workspace's defaults and the registry prefix; `env` reads the environment.
 
 pub mod env;
 pub mod package;
@@ -13,7 +13,9 @@ pub mod resolve;
 pub mod spec;
 pub mod tags;
 pub mod validate;
+pub mod workspace;
 
 pub use package::{cargo_metadata, default_name, prefetch_revision, select_packages, Selection};
-pub use resolve::{image_specs, workspace_defaults};
+pub use resolve::image_specs;
 pub use spec::*;
+pub use workspace::workspace_defaults;

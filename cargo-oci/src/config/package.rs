@@ -279,7 +279,7 @@ pub(crate) fn choose_bin(
             package.name,
             many.join(", ")
         ))
-        .hint("set `bin = \"NAME\"` in [package.metadata.oci], or pass --bin NAME")),
+        .hint("set `bin = \"NAME\"` in [package.metadata.oci] (or `bins = [\"A\", \"B\"]` for one image each), or pass --bin NAME")),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::validate::{
     debug_spec, expand_placeholders, invalid, parse_created, plain_text, probe, profile_name,
     stop_signal, validate_port, Invalid,
 };
+use crate::config::workspace::{extra_bins, prefixed_name, workspace_defaults, Origin};
 use crate::oci::reference::ImageName;
 use crate::util::error::UsageError;
 
@@ -30,38 +31,6 @@ pub fn image_specs(
     sel: &Selection,
 ) -> Result<Vec<ImageSpec>, UsageError> {
     image_specs_with(meta, package, sel, &ConfigEnv::from_process())
-}
-
-/// `[workspace.metadata.oci]`, parsed (empty when absent).
-pub fn workspace_defaults(meta: &Metadata) -> Result<RawOci, UsageError> {
-    let ws_manifest = meta.workspace_root.join("Cargo.toml");
-    match meta.workspace_metadata.get("oci") {
-        Some(v) => RawOci::parse(v, "workspace.metadata.oci", ws_manifest.as_std_path()),
-        None => Ok(RawOci::default()),
-    }
-}
-
-/// Where each key's value comes from: the package's table, else the workspace's. Errors about a
-/// value name the file and table it was written in.
-struct Origin<'a> {
-    manifest: &'a Path,
-    ws_manifest: PathBuf,
-    own: Option<&'a serde_json::Value>,
-    workspace: Option<&'a serde_json::Value>,
-}
-
-impl Origin<'_> {
-    fn error(&self, key: &str, bad: Invalid) -> UsageError {
-        let top = key.split(['[', '.']).next().unwrap_or(key);
-        let from_workspace = self.own.and_then(|o| o.get(top)).is_none()
-            && self.workspace.and_then(|w| w.get(top)).is_some();
-        let (file, table) = if from_workspace {
-            (self.ws_manifest.as_path(), "workspace.metadata.oci")
-        } else {
-            (self.manifest, "package.metadata.oci")
-        };
-        UsageError::new(format!("{}: `{table}.{key}`: {}", file.display(), bad.msg)).hint(bad.help)
-    }
 }
 
 /// Reads and validates the image specs of `package`: one per binary of `bins`, else the one of
@@ -414,6 +383,11 @@ fn image_spec_for(
             package_dir,
             target_directory: meta.target_directory.clone().into_std_path_buf(),
             package_id: package.id.repr.clone(),
+            package_spec: if package.id.repr.contains("://") && !package.id.repr.contains(' ') {
+                package.id.repr.clone()
+            } else {
+                format!("{}@{}", package.name, package.version)
+            },
             profile,
             features,
             extra_bins,
@@ -449,45 +423,6 @@ fn image_spec_for(
         content_tag,
         scanner_metadata: raw.scanner_metadata.unwrap_or(true),
     })
-}
-
-/// `CARGO_OCI_REPOSITORY` in front of the last part of the configured name:
-/// `registry.example.com/team` and `ghcr.io/me/billing` give `registry.example.com/team/billing`.
-fn prefixed_name(repo: &str, name: &str) -> Result<ImageName, UsageError> {
-    let fail = |m: String| {
-        UsageError::new(format!("CARGO_OCI_REPOSITORY=`{repo}`: {m}"))
-            .hint("set it to a registry and path without a tag, such as registry.example.com/team")
-    };
-    ImageName::parse(repo).map_err(fail)?;
-    let last = name.rsplit('/').next().unwrap_or(name);
-    ImageName::parse(&format!("{}/{last}", repo.trim_end_matches('/'))).map_err(fail)
-}
-
-/// `extra-bins`: other binaries of the package, each once, not the service itself.
-fn extra_bins(raw: &RawOci, package: &Package, service: &str) -> Result<Vec<String>, Invalid> {
-    let have: Vec<&str> = package
-        .targets
-        .iter()
-        .filter(|t| t.kind.contains(&cargo_metadata::TargetKind::Bin))
-        .map(|t| t.name.as_str())
-        .collect();
-    let mut out: Vec<String> = Vec::new();
-    for b in raw.extra_bins.iter().flatten() {
-        if !have.contains(&b.as_str()) {
-            return Err(invalid(
-                format!(
-                    "package `{}` has no binary named `{b}` (it has: {})",
-                    package.name,
-                    have.join(", ")
-                ),
-                "name [[bin]] targets of the package",
-            ));
-        }
-        if b != service && !out.contains(b) {
-            out.push(b.clone());
-        }
-    }
-    Ok(out)
 }
 
 const OUTSIDE_HELP: &str = "files come from the package directory only: copy what you need into the package (e.g. with a step before `cargo oci build`) and name that copy";

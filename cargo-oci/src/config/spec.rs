@@ -24,6 +24,9 @@ pub struct BuildSpec {
     pub target_directory: PathBuf,
     /// cargo's id of the package (which artifacts of a build are its own).
     pub package_id: String,
+    /// How `cargo build -p` names exactly this package: its id (`path+file:///...#1.2.0`) when
+    /// cargo writes ids as package ID specs, else `name@version`.
+    pub package_spec: String,
     /// The cargo profile from the metadata (`profile`); the command line overrides it.
     pub profile: Option<String>,
     /// The package's features turned on (`features`).
