@@ -153,6 +153,18 @@ for w in w1 small; do
   tar -C "$ctx/rootfs" -cf - . | pigz -p2 -6 | wc -c >"$work/$w.pigz-bytes"
 done
 
+# A three-package workspace (tests/fixtures/workspace: gateway, billing, and multi with two
+# images), when this cargo-oci has --workspace: one `--workspace` run against one run per package.
+ws=$work/ws
+has_workspace=0
+if "$bin" oci build --help 2>&1 | grep -q -- '--workspace'; then
+  has_workspace=1
+  rm -rf "$ws"; cp -r "$root/tests/fixtures/workspace" "$ws"; rm -rf "$ws/target"
+  echo "bench: building the workspace fixture" >&2
+  (cd "$ws" && cargo build --workspace --release -q)
+fi
+ws_cold() { rm -rf "$ws/target/oci"; }
+
 # --- the runs, in turn ------------------------------------------------------------------------
 for i in $(seq "$RUNS"); do
   echo "bench: round $i/$RUNS" >&2
@@ -189,6 +201,13 @@ for i in $(seq "$RUNS"); do
 
     timed "$w" "tar | pigz -p2 -6 | sha256sum" bash -c "tar -C '$ctx/rootfs' -cf - . | pigz -p2 -6 | sha256sum"
   done
+
+  if [ "$has_workspace" = 1 ]; then
+    ws_cold
+    timed ws "cargo-oci --workspace (cold)" env -C "$ws" "$bin" oci build --workspace --no-build --release -q
+    ws_cold
+    timed ws "cargo-oci -p each (cold)" bash -c "cd '$ws' && for p in gateway billing multi; do '$bin' oci build -p \$p --no-build --release -q || exit 1; done"
+  fi
 
   # Nothing changed, with cargo's own no-op build: cargo build vs cargo oci build (after one
   # untimed cargo oci build, as the runs above left a zstd image and no cache).
@@ -317,8 +336,10 @@ if grep -q -- '--platform' <<<"$help"; then
 else
   echo "two-platform build: not measured (this cargo-oci has no --platform)"
 fi
-if grep -q -- '--workspace' <<<"$help"; then
-  echo "three-service workspace: --workspace exists in this cargo-oci; no row is measured for it yet"
+if [ "$has_workspace" = 1 ]; then
+  a=$(col ws "cargo-oci --workspace (cold)" 3 | median); b=$(col ws "cargo-oci -p each (cold)" 3 | median)
+  ac=$(col ws "cargo-oci --workspace (cold)" 4 | median); bc=$(col ws "cargo-oci -p each (cold)" 4 | median)
+  echo "three-package workspace (4 images), --no-build: --workspace ${a} s wall ${ac} s cpu; one run per package ${b} s wall ${bc} s cpu; x = $(ratio "$b" "$a") wall, $(ratio "$bc" "$ac") cpu (target > 1)"
 else
   echo "three-service workspace: not measured (this cargo-oci has no --workspace)"
 fi

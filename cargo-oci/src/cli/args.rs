@@ -48,10 +48,24 @@ pub enum Command {
     Export(ExportArgs),
     /// Merge docker-archives into one that `docker load` / `podman load` read as several images.
     Merge(MergeArgs),
+    /// Make an ECDSA P-256 key pair for `push --sign` (cosign's signature format).
+    Keygen(KeygenArgs),
     /// Join single-platform images pushed to one repository into one multi-platform index.
     Join(JoinArgs),
     /// Empty cargo-oci's caches in target/oci (the blob store keeps what the layouts there use).
     Clean(CleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The private key to write (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "FILE", default_value = "cargo-oci.key")]
+    pub key: PathBuf,
+    /// The public key to write (PEM), for verifiers.
+    #[arg(long = "pub", value_name = "FILE", default_value = "cargo-oci.pub")]
+    pub public: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +362,9 @@ pub struct PushArgs {
     /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::sink::push::parse_size)]
     pub chunk_size: u64,
+    /// Sign each pushed manifest with this ECDSA P-256 key (PEM), in cosign's format.
+    #[arg(long, value_name = "KEY", env = "CARGO_OCI_SIGN_KEY")]
+    pub sign: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

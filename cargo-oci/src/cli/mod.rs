@@ -116,6 +116,7 @@ impl Cli {
             Command::Merge(a) => &a.common,
             Command::Join(a) => &a.common,
             Command::Clean(a) => &a.common,
+            Command::Keygen(a) => &a.common,
         };
         c.message_format
     }
@@ -321,6 +322,26 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Keygen(a) => {
+            let report = a.common.reporter();
+            crate::sink::sign::keygen(&a.key, &a.public)?;
+            report.status(
+                "Created",
+                &format!(
+                    "ECDSA P-256 key pair: {} (private, 0600) and {}",
+                    a.key.display(),
+                    a.public.display()
+                ),
+            );
+            match a.common.message_format {
+                MessageFormat::Json => outln!(
+                    "{}",
+                    json!({"reason": "key-created", "key": a.key, "public": a.public})
+                ),
+                MessageFormat::Human => outln!("{}", a.public.display()),
+            }
+            Ok(())
+        }
         Command::Clean(a) => {
             let report = a.common.reporter();
             let target_dir = match &a.target_dir {
@@ -422,6 +443,11 @@ fn push_request(
         jobs: usize::from(a.upload_jobs),
         chunk_size: a.chunk_size,
         cache_dir: conf.oci_dir(),
+        sign: a
+            .sign
+            .as_deref()
+            .map(crate::sink::sign::SignKey::read)
+            .transpose()?,
     })
 }
 

@@ -45,6 +45,7 @@ pub(super) fn print_pushed(p: &Pushed, built: &Built, format: MessageFormat, rep
                 "references": img.tags.iter().map(|t| p.name.with_tag(t)).collect::<Vec<_>>(),
                 "size": img.layers.iter().map(|l| l.blob.size).sum::<u64>() + img.config.size,
                 "uploaded_bytes": p.uploaded_bytes,
+                "signature": p.signature,
                 "blobs": {
                     "uploaded": p.count(Transfer::Uploaded),
                     "mounted": p.count(Transfer::Mounted),

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod load;
 pub mod push;
 pub mod push_index;
+pub mod sign;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -19,6 +19,7 @@ use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::registry::auth::{self, Credential};
 use crate::registry::{BlobFile, Client, ClientOptions, Mount};
+use crate::sink::sign;
 use crate::util::reporter::Reporter;
 
 /// The OCI image manifest media type, as the image module writes it.
@@ -38,6 +39,8 @@ pub struct PushRequest {
     pub chunk_size: u64,
     /// Where the record of which repositories hold which blobs is kept (for mounts).
     pub cache_dir: PathBuf,
+    /// Sign each pushed manifest with this key (`--sign`), in cosign's format.
+    pub sign: Option<sign::SignKey>,
 }
 
 /// How each blob got to the registry.
@@ -56,9 +59,10 @@ pub struct Pushed {
     /// Each blob's digest and how it was transferred.
     pub blobs: Vec<(Digest, Transfer)>,
     pub uploaded_bytes: u64,
-    /// For a multi-platform image: the index pushed after the platforms' images (`image` is
-    /// then the first platform's).
+    /// For a multi-platform image: the index pushed after its platforms' (first in `image`).
     pub index: Option<crate::oci::index::Index>,
+    /// The tag of the signature pushed for it (`sha256-<hex>.sig`), when signed.
+    pub signature: Option<String>,
 }
 
 impl Pushed {
@@ -205,13 +209,79 @@ pub fn push_image(
             cache_path.display()
         ));
     }
+    // Only now, with the image and its tags in place, its signature.
+    let signature = match &req.sign {
+        Some(key) => Some(push_signature(
+            store, &client, name, image, key, req, report,
+        )?),
+        None => None,
+    };
     Ok(Pushed {
         name: name.clone(),
         image: image.clone(),
         uploaded_bytes: uploaded_bytes(&blobs, &results),
         blobs: results,
         index: None,
+        signature,
     })
+}
+
+/// Signs the pushed manifest and pushes the signature under `sha256-<hex>.sig`; returns the tag.
+fn push_signature(
+    store: &Store,
+    client: &Client,
+    name: &ImageName,
+    image: &Image,
+    key: &sign::SignKey,
+    req: &PushRequest,
+    report: &Reporter,
+) -> Result<String> {
+    let repo = name.repository.as_str();
+    let reference = format!("{}/{}", name.registry, name.repository);
+    let payload = sign::payload(&reference, &image.manifest.digest)?;
+    let signature = key.sign(&payload);
+    let payload = store.put(&payload)?;
+    let config = store.put(&sign::config(&payload.digest)?)?;
+    let sent = AtomicU64::new(0);
+    for b in [&payload, &config] {
+        if client.blob_size(repo, &b.digest)? != Some(b.size) {
+            let file = BlobFile {
+                digest: b.digest.clone(),
+                size: b.size,
+                path: store.path(&b.digest),
+            };
+            client.upload(repo, &file, None, req.chunk_size, &sent)?;
+        }
+    }
+    let manifest_bytes = sign::manifest(
+        (&config.digest, config.size),
+        (&payload.digest, payload.size),
+        &signature,
+    )?;
+    let manifest = store.put(&manifest_bytes)?;
+    let tag = sign::signature_tag(&image.manifest.digest);
+    client
+        .put_manifest(
+            repo,
+            &tag,
+            MANIFEST_MEDIA_TYPE,
+            &manifest_bytes,
+            &manifest.digest,
+        )
+        .with_context(|| {
+            format!(
+                "{name}@{} is pushed, but its signature could not be; run the push again",
+                image.manifest.digest
+            )
+        })?;
+    report.status(
+        "Signed",
+        &format!(
+            "{name}@{} ({tag}, key {})",
+            image.manifest.digest, key.source
+        ),
+    );
+    Ok(tag)
 }
 
 /// A checked connection to `registry` with `scopes`.
@@ -552,6 +622,7 @@ mod tests {
             jobs: 1,
             chunk_size: 1 << 20,
             cache_dir: dir.path().to_path_buf(),
+            sign: None,
         };
         let report = Reporter::new(crate::util::reporter::Verbosity::Quiet);
         let err = push_image(&store, &image, &name, &req, dir.path(), &report).unwrap_err();

@@ -117,5 +117,6 @@ pub fn push_index(
         blobs,
         uploaded_bytes,
         index: Some(index.clone()),
+        signature: None,
     })
 }
