@@ -210,3 +210,71 @@ fn a_registry_with_the_referrers_api_gets_no_fallback_tag() {
         .unwrap();
     assert!(blob == std::fs::read(&spdx).unwrap());
 }
+
+#[test]
+fn a_multi_platform_push_attaches_each_platform_images_sbom() {
+    for t in ["aarch64-linux-gnu-gcc", "qemu-aarch64-static"] {
+        if tool(t).is_none() {
+            return;
+        }
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let repo = "team/platforms";
+    let out = ok(cargo_oci(
+        &example("tls-zlib"),
+        &[
+            "push",
+            "--release",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--message-format",
+            "json",
+            "--to",
+            &format!("{}/{repo}", reg.addr),
+        ],
+    )
+    .stdin(Stdio::null()));
+    let pushed = json(out.lines().next().unwrap().as_bytes());
+    let index_digest = pushed["digest"].as_str().expect("digest");
+    let index = json(
+        &get(
+            &reg.addr,
+            &format!("/v2/{repo}/manifests/{index_digest}"),
+            INDEX,
+        )
+        .unwrap(),
+    );
+    let platforms = index["manifests"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2, "{index}");
+    for p in platforms {
+        let digest = p["digest"].as_str().unwrap();
+        let hex = digest.trim_start_matches("sha256:");
+        let tag = get(
+            &reg.addr,
+            &format!("/v2/{repo}/manifests/sha256-{hex}"),
+            INDEX,
+        )
+        .unwrap_or_else(|| panic!("no fallback tag for {p}"));
+        let refs = json(&tag);
+        let entries = refs["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{refs}");
+        assert_eq!(
+            entries[0]["artifactType"], "application/spdx+json",
+            "{refs}"
+        );
+        let m = json(
+            &get(
+                &reg.addr,
+                &format!(
+                    "/v2/{repo}/manifests/{}",
+                    entries[0]["digest"].as_str().unwrap()
+                ),
+                MANIFEST,
+            )
+            .unwrap(),
+        );
+        assert_eq!(m["subject"]["digest"], digest, "{m}");
+    }
+}
