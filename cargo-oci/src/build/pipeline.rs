@@ -191,6 +191,7 @@ pub fn configure(req: &BuildRequest) -> Result<Vec<Configured>> {
         // `rustc -vV`: run it while cargo builds.
         cargo::prefetch_rustc_version(&spec.build.package_dir);
         if !targets.is_empty() {
+            target::use_configured_sysroots(&specs)?;
             let host = cargo::host_triple(&spec.build.package_dir)?;
             for t in &targets {
                 target::prepare(t, &host, &spec.build.package_dir)?;

@@ -107,6 +107,36 @@ pub fn prepare(triple: &str, host: &str, package_dir: &Path) -> Result<(), Usage
     Ok(())
 }
 
+/// Makes the `sysroots` of the metadata the sysroots of this run, where
+/// `$CARGO_OCI_SYSROOT_<TRIPLE>` does not already name one (the environment wins). Two images of
+/// one run that name different sysroots for one target are refused.
+pub fn use_configured_sysroots(specs: &[crate::config::ImageSpec]) -> Result<(), UsageError> {
+    let mut chosen: std::collections::BTreeMap<&str, &Path> = Default::default();
+    for spec in specs {
+        for (triple, dir) in &spec.sysroots {
+            match chosen.insert(triple, dir) {
+                Some(other) if other != dir.as_path() => {
+                    return Err(UsageError::new(format!(
+                        "two sysroots for {triple} in one run: {} and {}",
+                        other.display(),
+                        dir.display()
+                    ))
+                    .hint("give the packages one `sysroots` entry for the target (e.g. in [workspace.metadata.oci]), or build them in separate runs"))
+                }
+                _ => {}
+            }
+        }
+    }
+    for (triple, dir) in chosen {
+        let var = sysroot_var(triple);
+        if std::env::var_os(&var).is_none() {
+            // Process-wide, like the linker default, so that pkg-config and the closure agree.
+            std::env::set_var(var, dir);
+        }
+    }
+    Ok(())
+}
+
 /// `, then set the linker: ...` for a foreign target.
 fn linker_advice(triple: &str, arch: ElfArch) -> String {
     let var = format!("CARGO_TARGET_{}_LINKER", env_key(triple));

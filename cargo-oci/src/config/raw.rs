@@ -54,6 +54,9 @@ pub struct RawOci {
     pub all_binaries: Option<bool>,
     /// OCI platforms (`linux/arm64`) or Rust targets (`aarch64-unknown-linux-musl`).
     pub platforms: Option<Vec<String>>,
+    /// The file system of each Rust target (`{ "aarch64-unknown-linux-gnu" = "sysroots/arm64" }`),
+    /// relative to the package directory.
+    pub sysroots: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
@@ -196,6 +199,7 @@ impl RawOci {
             features: self.features.or(defaults.features),
             all_binaries: self.all_binaries.or(defaults.all_binaries),
             platforms: self.platforms.or(defaults.platforms),
+            sysroots: self.sysroots.or(defaults.sysroots),
         }
     }
 }

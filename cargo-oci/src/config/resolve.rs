@@ -14,7 +14,7 @@ use crate::config::spec::{BuildSpec, Created, FileSpec, ImageSpec, PermSpec, Run
 use crate::config::tags::{debug_tags, image_tags};
 use crate::config::validate::{
     debug_spec, expand_placeholders, invalid, parse_created, plain_text, platform_targets, probe,
-    profile_name, stop_signal, validate_port, Invalid,
+    profile_name, stop_signal, sysroots, validate_port, Invalid,
 };
 use crate::config::workspace::{extra_bins, prefixed_name, workspace_defaults, Origin};
 use crate::oci::reference::ImageName;
@@ -376,6 +376,7 @@ fn image_spec_for(
         runtime_inputs.push(runtime_input(r, &package_dir).map_err(|m| err("runtime-inputs", m))?);
     }
 
+    let sysroots = sysroots(raw, &package_dir).map_err(|m| err("sysroots", m))?;
     Ok(ImageSpec {
         build: BuildSpec {
             package: package.name.to_string(),
@@ -423,6 +424,7 @@ fn image_spec_for(
         content_tag,
         scanner_metadata: raw.scanner_metadata.unwrap_or(true),
         targets: platform_targets(raw.platforms.as_deref()).map_err(|m| err("platforms", m))?,
+        sysroots,
     })
 }
 

@@ -90,6 +90,8 @@ pub struct ImageSpec {
     /// `platforms`: the Rust targets to build one image each for (empty: one image, for
     /// cargo's default target).
     pub targets: Vec<String>,
+    /// `sysroots`: the file system of a Rust target, where its closure is resolved (absolute).
+    pub sysroots: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl ImageSpec {

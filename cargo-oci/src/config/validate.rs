@@ -289,6 +289,31 @@ pub fn parse_created(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{s}` is before 1970"))
 }
 
+/// `sysroots`: each target's file system, an existing directory (relative to the package).
+pub(crate) fn sysroots(
+    raw: &crate::config::raw::RawOci,
+    package_dir: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, std::path::PathBuf>, Invalid> {
+    let mut out = std::collections::BTreeMap::new();
+    for (triple, dir) in raw.sysroots.iter().flatten() {
+        if !triple.contains("-linux-") {
+            return Err(invalid(
+                format!("{triple:?} is not a Linux Rust target"),
+                "key each sysroot by a Rust target, such as \"aarch64-unknown-linux-gnu\"",
+            ));
+        }
+        let path = package_dir.join(dir);
+        if !path.is_dir() {
+            return Err(invalid(
+                format!("the sysroot of {triple}, {}, is not a directory", path.display()),
+                "name the root of the target's file system (where lib/ and usr/lib/ are), relative to the package",
+            ));
+        }
+        out.insert(triple.clone(), path);
+    }
+    Ok(out)
+}
+
 /// `platforms` as Rust targets, in order.
 pub(crate) fn platform_targets(platforms: Option<&[String]>) -> Result<Vec<String>, Invalid> {
     platforms

@@ -61,6 +61,7 @@ fn spec() -> ImageSpec {
         content_tag: true,
         scanner_metadata: true,
         targets: Vec::new(),
+        sysroots: Default::default(),
     }
 }
 
