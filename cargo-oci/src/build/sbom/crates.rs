@@ -56,7 +56,8 @@ pub fn resolve(
         return Ok(crates);
     }
     let (crates, local) = resolve_now(spec, target, flags)?;
-    entry.store(&crates, &local);
+    // Keyed by the inputs as cargo left them (it may just have written Cargo.lock).
+    super::crate_cache::Entry::new(cache, &spec.build, target, flags).store(&crates, &local);
     Ok(crates)
 }
 
