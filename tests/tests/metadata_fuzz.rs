@@ -316,10 +316,7 @@ fn metadata_fuzz() {
                 );
                 // stdout holds the refusal as one JSON error object, and nothing else.
                 let stdout = String::from_utf8_lossy(&out.stdout);
-                let j: serde_json::Value =
-                    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-                        panic!("stdout on a refusal is not one JSON object ({e}): {stdout}\n{what}")
-                    });
+                let j = result(&stdout);
                 assert!(
                     j["reason"] == "error" && j["exit_code"] == 2 && j["help"].is_string(),
                     "stdout on a refusal: {stdout}\n{what}"

@@ -50,15 +50,12 @@ fn two_platforms() -> &'static (serde_json::Value, Duration) {
         ));
         let took = start.elapsed();
         eprintln!("two-platform build of tls-zlib: {took:?}");
-        (
-            serde_json::from_str(out.trim()).expect("build prints one JSON object"),
-            took,
-        )
+        (result(&out), took)
     })
 }
 
 fn json_of(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("JSON ({e}): {out}"))
+    result(out)
 }
 
 /// `skopeo inspect --raw` of `reference` (an `oci:` or `docker://` reference).

@@ -56,7 +56,7 @@ fn build_json(pkg: &Path, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--release", "--message-format", "json"]);
     let out = ok(cargo_oci(pkg, &all));
-    serde_json::from_str(out.trim()).expect("one JSON object")
+    result(&out)
 }
 
 fn fails(out: &Output) -> String {
