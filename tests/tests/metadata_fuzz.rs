@@ -328,8 +328,7 @@ fn metadata_fuzz() {
             }
             Some(0) => {
                 accepted += 1;
-                let j: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {what}"));
+                let j = result(&String::from_utf8_lossy(&out.stdout));
                 let digest = j["digest"].as_str().unwrap().to_string();
                 let layout = j["path"].as_str().unwrap().to_string();
                 let reference = j["references"][0].as_str().unwrap().to_string();

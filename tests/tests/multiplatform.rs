@@ -55,7 +55,7 @@ fn two_platforms() -> &'static (serde_json::Value, Duration) {
 }
 
 fn json_of(out: &str) -> serde_json::Value {
-    result(out)
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("JSON ({e}): {out}"))
 }
 
 /// `skopeo inspect --raw` of `reference` (an `oci:` or `docker://` reference).
@@ -159,7 +159,7 @@ fn push(dir: &Path, args: &[&str], home: &Path) -> serde_json::Value {
         .env("DOCKER_CONFIG", home.join(".docker"))
         .env_remove("REGISTRY_AUTH_FILE")
         .stdin(Stdio::null());
-    json_of(&ok(c))
+    result(&ok(c))
 }
 
 /// A lowercase directory under /tmp, removed on drop: podman names an `oci:` image after its
@@ -309,7 +309,7 @@ fn two_platforms_of_tls_zlib_in_one_index() {
     );
 
     // inspect shows every platform.
-    let inspected = json_of(&ok(cargo_oci(
+    let inspected = result(&ok(cargo_oci(
         &example("tls-zlib"),
         &[
             "inspect",
@@ -419,7 +419,7 @@ fn two_platforms_of_tls_zlib_in_one_index() {
         copy_example("tls-zlib", &copy);
         if i == 0 {
             let start = Instant::now();
-            let one = json_of(&ok(cargo_oci(
+            let one = result(&ok(cargo_oci(
                 &copy,
                 &[
                     "build",
@@ -437,7 +437,7 @@ fn two_platforms_of_tls_zlib_in_one_index() {
             );
             digests.push(one["digest"].as_str().unwrap().to_string());
         }
-        let both = json_of(&ok(cargo_oci(
+        let both = result(&ok(cargo_oci(
             &copy,
             &[
                 "build",
@@ -539,7 +539,7 @@ fn static_musl_for_two_platforms() {
         ],
     )
     .arg(&layout));
-    let json = json_of(&out);
+    let json = result(&out);
     let reference = json["references"][0].as_str().unwrap();
     let layout_ref = format!("oci:{}:{reference}", layout.display());
     assert_eq!(
@@ -694,7 +694,7 @@ fn join_platforms_pushed_by_separate_jobs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let joined = json_of(&String::from_utf8_lossy(&out.stdout));
+    let joined = result(&String::from_utf8_lossy(&out.stdout));
     let seen = proxy.seen();
     assert_eq!(uploads(&seen), 0, "the join uploaded a blob: {seen:?}");
     assert!(

@@ -860,7 +860,7 @@ fn a_base_from_a_protected_registry_uses_the_push_credentials() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = result(&String::from_utf8_lossy(&out.stdout));
     let base_digests: Vec<&Value> = base.json["layers"]
         .as_array()
         .unwrap()
