@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
+pub mod fake_registry;
 pub mod registry;
 
 /// The workspace root.

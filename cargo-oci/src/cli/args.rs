@@ -365,6 +365,10 @@ pub struct PushArgs {
     /// Sign each pushed manifest with this ECDSA P-256 key (PEM), in cosign's format.
     #[arg(long, value_name = "KEY", env = "CARGO_OCI_SIGN_KEY")]
     pub sign: Option<PathBuf>,
+    /// Do not attach each image's SBOM to it in the registry (attached by default, as an OCI 1.1
+    /// artifact, whenever there is an SBOM: `--sbom none` makes none).
+    #[arg(long)]
+    pub no_attach_sbom: bool,
 }
 
 #[derive(Debug, Args)]

@@ -449,6 +449,7 @@ fn push_request(
             .as_deref()
             .map(crate::sink::sign::SignKey::read)
             .transpose()?,
+        attach_sbom: !a.no_attach_sbom,
     })
 }
 

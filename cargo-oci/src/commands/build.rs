@@ -1,7 +1,7 @@
 //! "Build, then these sinks": every command that makes images reads the configuration of each,
 //! checks every destination (and where each SBOM goes) before any build work, builds all the
 //! images (one cargo run), writes each image's SBOM beside its output, then hands each image to
-//! its sinks in turn.
+//! its sinks in turn; a sink that can (a registry) then attaches each image's SBOM to it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::build::pipeline::{self, BuildRequest, Built, Configured};
 use crate::build::sbom::{self, Subject};
+use crate::sink::attach::Artifact;
 use crate::sink::{check_writable, Delivered, Sink};
 use crate::util::error::UsageError;
 use crate::util::fs::write_atomic;
@@ -59,6 +60,10 @@ pub fn build_and_deliver(
             (Some(format), Some(base)) => write_sboms(format, &base, &built, report)?,
             _ => Vec::new(),
         };
+        let artifacts = match req.sbom {
+            Some(format) => sbom_artifacts(format, &built)?,
+            None => Vec::new(),
+        };
         let mut delivered = Vec::new();
         for sink in &sinks {
             let done = if indexes.is_empty() {
@@ -66,6 +71,7 @@ pub fn build_and_deliver(
             } else {
                 sink.deliver_index(&built.store, &indexes, &picked, report)?
             };
+            sink.attach(&built.store, &done, &artifacts, report)?;
             delivered.push((sink.kind(), done));
         }
         made.push(Made {
@@ -114,6 +120,30 @@ fn write_sboms(
             .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
         report.status("SBOM", &path.display().to_string());
         out.push(path);
+    }
+    Ok(out)
+}
+
+/// The SBOM of every image built (each platform's image and debug variant), to attach to it.
+fn sbom_artifacts(format: sbom::Format, built: &Built) -> Result<Vec<Artifact>> {
+    let mut out = Vec::new();
+    for platform in &built.platforms {
+        for (i, image) in platform.images().into_iter().enumerate() {
+            let subject = Subject {
+                image,
+                debug: i > 0,
+            };
+            out.push(Artifact {
+                subject: image.manifest.digest.clone(),
+                media_type: format.media_type().to_string(),
+                title: format!(
+                    "sbom{}{}",
+                    if i > 0 { "-debug" } else { "" },
+                    format.suffix()
+                ),
+                bytes: sbom::render(format, &platform.inventory, &subject)?,
+            });
+        }
     }
     Ok(out)
 }

@@ -12,13 +12,15 @@
 //! files and helpers are read by the `docker_credential` crate ([`auth`]).
 //!
 //! [`client`] is the transport (TLS, scheme, retries, errors), [`negotiate`] answers
-//! authentication challenges, [`push`] and [`pull`] are the operations of each direction.
+//! authentication challenges, [`push`] and [`pull`] are the operations of each direction, [`referrers`] the
+//! OCI 1.1 referrers of a manifest.
 
 pub mod auth;
 pub mod client;
 mod negotiate;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 
 pub use client::{Client, ClientOptions};
 pub use push::{BlobFile, Mount};

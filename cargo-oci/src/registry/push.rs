@@ -227,6 +227,20 @@ impl Client {
         bytes: &[u8],
         digest: &Digest,
     ) -> Result<()> {
+        self.put_manifest_subject(repo, reference, media_type, bytes, digest)
+            .map(|_| ())
+    }
+
+    /// [`Client::put_manifest`], returning the `OCI-Subject` header the registry answered with:
+    /// a registry that sends it indexes the manifest's `subject` as a referrer itself.
+    pub fn put_manifest_subject(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> Result<Option<String>> {
         let url = self.url(&format!("{repo}/manifests/{reference}"));
         let what = format!("put the manifest {reference} in {repo}");
         let resp = self.send(&what, &|a, auth| {
@@ -238,12 +252,13 @@ impl Client {
             return Err(unexpected(&what, resp));
         }
         let theirs = answered_digest(&resp, &what)?;
+        let subject = header(&resp, "oci-subject");
         drain(resp);
         match theirs {
             Some(d) if d != *digest => {
                 bail!("{what}: the registry stored the manifest as {d}, not {digest}")
             }
-            _ => Ok(()),
+            _ => Ok(subject),
         }
     }
 }

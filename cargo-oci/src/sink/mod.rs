@@ -5,6 +5,7 @@
 //! output appears atomically: a failed or interrupted write leaves the previous output as it was.
 
 pub mod archive;
+pub mod attach;
 pub mod bundle;
 pub mod export;
 pub mod layout;
@@ -39,6 +40,18 @@ pub trait Sink {
     /// The file or directory it writes, when it writes one (the SBOM goes beside it).
     fn output_path(&self) -> Option<&Path> {
         None
+    }
+
+    /// After [`Sink::deliver`]: attaches `artifacts` (the images' SBOMs) to the images it
+    /// delivered, where the destination keeps such things (a registry).
+    fn attach(
+        &self,
+        _store: &Store,
+        _delivered: &Delivered,
+        _artifacts: &[attach::Artifact],
+        _report: &Reporter,
+    ) -> Result<()> {
+        Ok(())
     }
 
     /// Delivers `images` (the image, then its variants) from `store`.

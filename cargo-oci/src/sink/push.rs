@@ -41,6 +41,7 @@ pub struct PushRequest {
     pub cache_dir: PathBuf,
     /// Sign each pushed manifest with this key (`--sign`), in cosign's format.
     pub sign: Option<sign::SignKey>,
+    pub attach_sbom: bool,
 }
 
 /// How each blob got to the registry.
@@ -210,12 +211,9 @@ pub fn push_image(
         ));
     }
     // Only now, with the image and its tags in place, its signature.
-    let signature = match &req.sign {
-        Some(key) => Some(push_signature(
-            store, &client, name, image, key, req, report,
-        )?),
-        None => None,
-    };
+    let signature = (req.sign.as_ref())
+        .map(|key| push_signature(store, &client, name, image, key, req, report))
+        .transpose()?;
     Ok(Pushed {
         name: name.clone(),
         image: image.clone(),
@@ -623,6 +621,7 @@ mod tests {
             chunk_size: 1 << 20,
             cache_dir: dir.path().to_path_buf(),
             sign: None,
+            attach_sbom: false,
         };
         let report = Reporter::new(crate::util::reporter::Verbosity::Quiet);
         let err = push_image(&store, &image, &name, &req, dir.path(), &report).unwrap_err();

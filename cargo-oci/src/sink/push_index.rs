@@ -30,6 +30,20 @@ impl Sink for PushRequest {
             .collect::<Result<Vec<_>>>()?;
         Ok(Delivered::Registry(pushed))
     }
+    /// Attaches the SBOMs to the pushed images (unless `--no-attach-sbom`), after the images and
+    /// their tags are in place.
+    fn attach(
+        &self,
+        store: &Store,
+        delivered: &Delivered,
+        artifacts: &[crate::sink::attach::Artifact],
+        report: &Reporter,
+    ) -> Result<()> {
+        if let (true, Delivered::Registry(pushed)) = (self.attach_sbom, delivered) {
+            crate::sink::attach::attach_all(store, pushed, artifacts, self, report)?;
+        }
+        Ok(())
+    }
     /// Pushes every platform's image by digest, then the index, then its tags; then the debug
     /// variants' index the same way.
     fn deliver_index(

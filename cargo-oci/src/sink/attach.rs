@@ -1,0 +1,288 @@
+//! Artifacts attached to pushed images, as OCI 1.1 referrers: each (an SBOM) is pushed as an
+//! artifact manifest (`artifactType` = its media type, the empty config, one layer = its bytes,
+//! `subject` = the image). A registry that indexes referrers itself (it answers the referrers API,
+//! or sends `OCI-Subject` when the manifest is put) needs nothing more; for one that does not,
+//! the fallback tag `sha256-<hex>` is kept as an index of the image's referrers: the artifact's
+//! descriptor is added, the entries already there are kept, and a second push adds no duplicate.
+
+use std::sync::atomic::AtomicU64;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::oci::digest::Digest;
+use crate::oci::image::Image;
+use crate::oci::index::INDEX_MEDIA_TYPE;
+use crate::oci::reference::ImageName;
+use crate::oci::store::Store;
+use crate::registry::{BlobFile, Client};
+use crate::sink::push::{connect, credential_for, PushRequest, Pushed};
+use crate::util::reporter::Reporter;
+
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The empty descriptor's media type, and its content: `{}`.
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY: &[u8] = b"{}";
+/// The annotation naming the artifact's file.
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// Something to attach to an image: an SBOM.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The manifest digest of the image it describes.
+    pub subject: Digest,
+    /// Its media type (`application/spdx+json`, ...): the artifact type and the layer's.
+    pub media_type: String,
+    /// A file name for it (the `org.opencontainers.image.title` annotation).
+    pub title: String,
+    pub bytes: Vec<u8>,
+}
+
+/// How the registry learnt of an attached artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Indexed {
+    /// The registry indexes referrers itself (referrers API or `OCI-Subject`).
+    ByRegistry,
+    /// The fallback tag lists it (now, or already did).
+    FallbackTag(String),
+}
+
+/// Attaches each artifact to the pushed image it describes (an image of `pushed`, or a platform
+/// image of a pushed index); artifacts for images not pushed here are left alone.
+pub fn attach_all(
+    store: &Store,
+    pushed: &[Pushed],
+    artifacts: &[Artifact],
+    req: &PushRequest,
+    report: &Reporter,
+) -> Result<Vec<(Digest, Indexed)>> {
+    let mut done = Vec::new();
+    for p in pushed {
+        let images: Vec<&Image> = match &p.index {
+            Some(index) => index.images.iter().collect(),
+            None => vec![&p.image],
+        };
+        let ours: Vec<(&Image, &Artifact)> = images
+            .iter()
+            .flat_map(|i| {
+                artifacts
+                    .iter()
+                    .filter(|a| a.subject == i.manifest.digest)
+                    .map(move |a| (*i, a))
+            })
+            .collect();
+        if ours.is_empty() {
+            continue;
+        }
+        let registry = p.name.registry.as_str();
+        let repo = p.name.repository.as_str();
+        let credential = credential_for(registry, req, report)?;
+        let client = connect(
+            registry,
+            credential,
+            vec![format!("repository:{repo}:pull,push")],
+            req,
+        )?;
+        for (image, artifact) in ours {
+            let how = attach(store, &client, &p.name, image, artifact, req, report)
+                .with_context(|| {
+                    format!(
+                        "{}@{} is pushed with its tags, but its {} could not be attached; run the push again",
+                        p.name, image.manifest.digest, artifact.media_type
+                    )
+                })?;
+            done.push((image.manifest.digest.clone(), how));
+        }
+    }
+    Ok(done)
+}
+
+/// The artifact manifest of `artifact` for `subject`, with `config` (the empty blob) and `layer`
+/// (the artifact's blob) as stored.
+pub fn manifest(
+    artifact: &Artifact,
+    subject: &Image,
+    config: (&Digest, u64),
+    layer: (&Digest, u64),
+) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": artifact.media_type,
+        "config": {
+            "mediaType": EMPTY_MEDIA_TYPE,
+            "digest": config.0.as_str(),
+            "size": config.1,
+            "data": "e30=",
+        },
+        "layers": [{
+            "mediaType": artifact.media_type,
+            "digest": layer.0.as_str(),
+            "size": layer.1,
+            "annotations": { TITLE: artifact.title },
+        }],
+        "subject": {
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": subject.manifest.digest.as_str(),
+            "size": subject.manifest.size,
+        },
+        "annotations": { TITLE: artifact.title },
+    }))?)
+}
+
+/// The fallback tag of `digest`'s referrers: `sha256-<hex>`.
+pub fn fallback_tag(digest: &Digest) -> String {
+    digest.as_str().replace(':', "-")
+}
+
+fn attach(
+    store: &Store,
+    client: &Client,
+    name: &ImageName,
+    subject: &Image,
+    artifact: &Artifact,
+    req: &PushRequest,
+    report: &Reporter,
+) -> Result<Indexed> {
+    let repo = name.repository.as_str();
+    let config = store.put(EMPTY)?;
+    let layer = store.put(&artifact.bytes)?;
+    let sent = AtomicU64::new(0);
+    for b in [&config, &layer] {
+        if client.blob_size(repo, &b.digest)? != Some(b.size) {
+            let file = BlobFile {
+                digest: b.digest.clone(),
+                size: b.size,
+                path: store.path(&b.digest),
+            };
+            client.upload(repo, &file, None, req.chunk_size, &sent)?;
+        }
+    }
+    let bytes = manifest(
+        artifact,
+        subject,
+        (&config.digest, config.size),
+        (&layer.digest, layer.size),
+    )?;
+    let stored = store.put(&bytes)?;
+    let digest = &stored.digest;
+    let answered = client
+        .put_manifest_subject(repo, digest.as_str(), MANIFEST_MEDIA_TYPE, &bytes, digest)
+        .context("the artifact manifest was not pushed")?;
+    let shown = format!(
+        "{} to {name}@{} ({digest})",
+        artifact.media_type, subject.manifest.digest
+    );
+    if answered.is_some() {
+        report.status("Attached", &format!("{shown}; the registry indexes it"));
+        return Ok(Indexed::ByRegistry);
+    }
+    if client
+        .referrers(repo, &subject.manifest.digest)
+        .context("the registry's referrers API could not be asked")?
+        .is_some()
+    {
+        report.status(
+            "Attached",
+            &format!("{shown}; the registry's referrers API lists it"),
+        );
+        return Ok(Indexed::ByRegistry);
+    }
+    let tag = fallback_tag(&subject.manifest.digest);
+    let existing = client
+        .get_manifest_ref(repo, &tag, INDEX_MEDIA_TYPE)
+        .with_context(|| format!("the fallback tag `{tag}` could not be read"))?;
+    let descriptor = json!({
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "digest": digest.as_str(),
+        "size": stored.size,
+        "artifactType": artifact.media_type,
+        "annotations": { TITLE: artifact.title },
+    });
+    match add_referrer(existing.as_deref(), descriptor)
+        .with_context(|| format!("{name}:{tag} is not an index of referrers"))?
+    {
+        None => report.status("Attached", &format!("{shown}; `{tag}` lists it already")),
+        Some(index) => {
+            let index_digest = Digest::of(&index);
+            client
+                .put_manifest(repo, &tag, INDEX_MEDIA_TYPE, &index, &index_digest)
+                .with_context(|| {
+                    format!("the artifact is pushed, but the fallback tag `{tag}` was not updated")
+                })?;
+            report.status("Attached", &format!("{shown}; listed under `{tag}`"));
+        }
+    }
+    Ok(Indexed::FallbackTag(tag))
+}
+
+/// The referrers index with `descriptor` added to `existing` (none: a new index); `None` when
+/// it lists that digest already. Every other entry, and the index's other fields, are kept.
+pub fn add_referrer(existing: Option<&[u8]>, descriptor: Value) -> Result<Option<Vec<u8>>> {
+    let mut index: Value = match existing {
+        None => json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [],
+        }),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| anyhow!("not JSON: {e}"))?,
+    };
+    if index.get("mediaType").and_then(Value::as_str) != Some(INDEX_MEDIA_TYPE) {
+        bail!("its mediaType is not {INDEX_MEDIA_TYPE}");
+    }
+    let manifests = match index.get_mut("manifests") {
+        Some(Value::Array(m)) => m,
+        Some(_) => bail!("its `manifests` is not a list"),
+        None => {
+            index["manifests"] = json!([]);
+            match index.get_mut("manifests") {
+                Some(Value::Array(m)) => m,
+                _ => bail!("its `manifests` is not a list"),
+            }
+        }
+    };
+    if manifests
+        .iter()
+        .any(|m| m.get("digest") == descriptor.get("digest"))
+    {
+        return Ok(None);
+    }
+    manifests.push(descriptor);
+    Ok(Some(serde_json::to_vec(&index)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(n: &str) -> Value {
+        json!({ "mediaType": MANIFEST_MEDIA_TYPE, "digest": Digest::of(n.as_bytes()).as_str(),
+                "size": 1, "artifactType": "application/spdx+json" })
+    }
+
+    #[test]
+    fn the_fallback_index_keeps_its_entries_and_takes_no_duplicate() {
+        let first = add_referrer(None, descriptor("a")).unwrap().unwrap();
+        let second = add_referrer(Some(&first), descriptor("b"))
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&second).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(v["manifests"][0], descriptor("a"));
+        assert_eq!(v["manifests"][1], descriptor("b"));
+        assert!(add_referrer(Some(&second), descriptor("a"))
+            .unwrap()
+            .is_none());
+        let image =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        assert!(add_referrer(Some(image), descriptor("c")).is_err());
+    }
+
+    #[test]
+    fn the_empty_descriptor_is_the_digest_of_braces() {
+        assert_eq!(
+            Digest::of(EMPTY).as_str(),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+}
