@@ -408,7 +408,12 @@ pub fn assemble_one(
                 artifact.path.display()
             ),
         );
-        let crates = sbom::crates::resolve(&spec, &artifact.target, &req.cargo)?;
+        let crates = sbom::crates::resolve(
+            &spec,
+            &artifact.target,
+            &req.cargo,
+            &target_dir.join("oci").join(".cache"),
+        )?;
         let (image, debug, closure, plan, inventory) = crate::build::package::assemble(
             &spec,
             artifact,

@@ -380,6 +380,14 @@ fn image_spec_for(
         build: BuildSpec {
             package: package.name.to_string(),
             manifest_path: manifest.to_path_buf(),
+            workspace_manifests: std::iter::once(meta.workspace_root.join("Cargo.toml"))
+                .chain(
+                    meta.workspace_packages()
+                        .iter()
+                        .map(|p| p.manifest_path.clone()),
+                )
+                .map(|p| p.into_std_path_buf())
+                .collect(),
             package_dir,
             target_directory: meta.target_directory.clone().into_std_path_buf(),
             package_id: package.id.repr.clone(),

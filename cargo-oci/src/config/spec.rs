@@ -20,6 +20,9 @@ pub struct BuildSpec {
     /// The package's name.
     pub package: String,
     pub manifest_path: PathBuf,
+    /// The workspace's own Cargo.toml first, then every member's: what cargo's crate
+    /// resolution reads besides Cargo.lock (which lies beside the first).
+    pub workspace_manifests: Vec<PathBuf>,
     pub package_dir: PathBuf,
     pub target_directory: PathBuf,
     /// cargo's id of the package (which artifacts of a build are its own).

@@ -5,17 +5,18 @@
 //! crate carries its source, its Cargo.lock checksum and its license as a valid SPDX expression.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cargo_metadata::{DependencyKind, Metadata, MetadataCommand, PackageId, TargetKind};
+use serde::{Deserialize, Serialize};
 
 use crate::build::cargo::CargoFlags;
 use crate::config::ImageSpec;
 use crate::util::error::UsageError;
 
 /// Where a crate's source came from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Source {
     /// A registry, by its index URL (crates.io's is `https://github.com/rust-lang/crates.io-index`).
     Registry(String),
@@ -26,7 +27,7 @@ pub enum Source {
 }
 
 /// One crate of the binary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Crate {
     pub name: String,
     pub version: String,
@@ -42,8 +43,31 @@ pub struct Crate {
     pub deps: Vec<usize>,
 }
 
-/// The crates of the binary; the package itself first.
-pub fn resolve(spec: &ImageSpec, target: &str, flags: &CargoFlags) -> Result<Vec<Crate>> {
+/// The crates of the binary; the package itself first. `cache` (`target/oci/.cache`) keeps the
+/// answer for the next run with the same inputs.
+pub fn resolve(
+    spec: &ImageSpec,
+    target: &str,
+    flags: &CargoFlags,
+    cache: &Path,
+) -> Result<Vec<Crate>> {
+    let entry = super::crate_cache::Entry::new(cache, &spec.build, target, flags);
+    if let Some(crates) = entry.load() {
+        return Ok(crates);
+    }
+    let (crates, local) = resolve_now(spec, target, flags)?;
+    // Keyed by the inputs as cargo left them (it may just have written Cargo.lock).
+    super::crate_cache::Entry::new(cache, &spec.build, target, flags).store(&crates, &local);
+    Ok(crates)
+}
+
+/// The crates, from `cargo metadata`, and the manifests of the local packages outside the
+/// workspace that the graph may read.
+fn resolve_now(
+    spec: &ImageSpec,
+    target: &str,
+    flags: &CargoFlags,
+) -> Result<(Vec<Crate>, Vec<PathBuf>)> {
     let package = spec.build.package.as_str();
     let mut cmd = MetadataCommand::new();
     cmd.manifest_path(&spec.build.manifest_path);
@@ -82,7 +106,14 @@ pub fn resolve(spec: &ImageSpec, target: &str, flags: &CargoFlags) -> Result<Vec
         other => anyhow::Error::new(other).context("could not run `cargo metadata`"),
     })?;
     let checksums = lock_checksums(&meta.workspace_root.as_std_path().join("Cargo.lock"))?;
-    walk(&meta, package, &checksums)
+    let local = meta
+        .packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .map(|p| p.manifest_path.clone().into_std_path_buf())
+        .filter(|m| !spec.build.workspace_manifests.contains(m))
+        .collect();
+    Ok((walk(&meta, package, &checksums)?, local))
 }
 
 /// The graph walk, from the package along normal edges.

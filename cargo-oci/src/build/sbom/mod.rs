@@ -5,6 +5,7 @@
 //! the inputs: no clock is read, identifiers are derived from the content.
 
 mod auditable;
+mod crate_cache;
 pub mod crates;
 mod cyclonedx;
 pub mod dpkg;
