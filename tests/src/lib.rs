@@ -164,8 +164,7 @@ pub fn built(example_name: &str) -> Built {
         &example(example_name),
         &["build", "--release", "--message-format", "json"],
     ));
-    let json: serde_json::Value =
-        serde_json::from_str(out.trim()).expect("build prints one JSON object");
+    let json = result(&out);
     let b = Built {
         example: example_name.to_string(),
         layout: PathBuf::from(json["path"].as_str().expect("path")),
@@ -180,6 +179,49 @@ pub fn built(example_name: &str) -> Built {
     };
     guard.insert(example_name.to_string(), b.clone());
     b
+}
+
+/// The reasons of cargo's own JSON messages, which `--message-format json` passes through.
+pub const CARGO_REASONS: &[&str] = &[
+    "compiler-artifact",
+    "compiler-message",
+    "build-script-executed",
+    "build-finished",
+];
+
+/// Every line of a `--message-format json` stdout as JSON, in order: each line must be one
+/// JSON object with a `reason`.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {l}"));
+            assert!(v["reason"].is_string(), "an object without a reason: {l}");
+            v
+        })
+        .collect()
+}
+
+/// cargo-oci's own objects on a `--message-format json` stdout, in order: cargo's messages,
+/// which pass through, left out (told apart by `reason`).
+pub fn results(stdout: &str) -> Vec<serde_json::Value> {
+    json_lines(stdout)
+        .into_iter()
+        .filter(|v| !CARGO_REASONS.contains(&v["reason"].as_str().unwrap_or_default()))
+        .collect()
+}
+
+/// The one object cargo-oci printed (see [`results`]).
+pub fn result(stdout: &str) -> serde_json::Value {
+    let mut all = results(stdout);
+    assert_eq!(
+        all.len(),
+        1,
+        "not one cargo-oci object on stdout:\n{stdout}"
+    );
+    all.remove(0)
 }
 
 /// A unique name for containers and images of this run.

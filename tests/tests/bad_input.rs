@@ -578,7 +578,7 @@ fn package_files_come_in_sealed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = result(&String::from_utf8_lossy(&out.stdout));
     let files: Vec<&serde_json::Value> = j["layers"]
         .as_array()
         .unwrap()

@@ -504,12 +504,6 @@ fn init_on_two_binaries_names_one_that_exists_and_the_default_name() {
         &dir,
         &["build", "--message-format", "json", "-q"],
     ));
-    let j: serde_json::Value = serde_json::from_str(
-        built
-            .lines()
-            .find(|l| l.contains("\"image-built\"") || l.contains("\"references\""))
-            .unwrap_or("{}"),
-    )
-    .unwrap();
+    let j = result(&built);
     assert_eq!(j["name"], "localhost/multi", "{built}");
 }

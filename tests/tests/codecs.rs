@@ -43,7 +43,7 @@ fn oci_json(dir: &Path, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--release", "-q", "--message-format", "json"]);
     let out = ok(cargo_oci(dir, &all));
-    serde_json::from_str(out.trim()).expect("one JSON object")
+    result(&out)
 }
 
 fn media_types(v: &Value) -> Vec<String> {

@@ -45,8 +45,7 @@ fn package(dir: &Path, target: &Path, cache: &Path, cargo: Option<&Path>) -> (St
     let out = run(c);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "the build failed:\n{stderr}");
-    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
-        .unwrap_or_else(|e| panic!("one JSON object ({e}):\n{stderr}"));
+    let json = result(&String::from_utf8_lossy(&out.stdout));
     (json["digest"].as_str().unwrap().to_string(), stderr)
 }
 
@@ -193,7 +192,7 @@ fn the_toolchain_rustc_is_asked_once_per_machine() {
             .env("CARGO", toolchain.join("cargo"))
             .env_remove("RUSTC");
         let out = ok(c);
-        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let json = result(&out);
         digests.push(json["digest"].as_str().unwrap().to_string());
     }
     let calls = std::fs::read_to_string(&log).unwrap();

@@ -31,16 +31,6 @@ fn assert_usage_error(out: &std::process::Output, what: &str) {
     assert!(err.contains(what), "stderr lacks {what:?}:\n{err}");
 }
 
-/// Every stdout line is one JSON object; returns them.
-fn json_lines(out: &str) -> Vec<serde_json::Value> {
-    let v: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    assert!(!v.is_empty(), "no JSON on stdout");
-    v
-}
-
 /// Removes a podman container on drop.
 struct PodmanContainer(String);
 
@@ -169,7 +159,7 @@ fn init_keeps_a_commented_manifest_and_the_result_builds() {
     assert_eq!(std::fs::read_to_string(&manifest).unwrap(), after);
 
     let built = ok(cargo_oci(&dir, &["build", "--message-format", "json"]));
-    let j = &json_lines(&built)[0];
+    let j = &results(&built)[0];
     assert_eq!(j["name"], format!("localhost/{name}"));
     let refs: Vec<&str> = j["references"]
         .as_array()
@@ -195,7 +185,7 @@ fn inspect_explains_every_library() {
         &dir,
         &["inspect", "--release", "--no-build", "--json"],
     ));
-    let j = &json_lines(&out)[0];
+    let j = &results(&out)[0];
     assert_eq!(j["reason"], "image-inspected");
     assert_eq!(
         j["digest"], b.json["digest"],
@@ -287,7 +277,7 @@ fn load(dir: &Path, args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> serd
         c.env_remove(k);
     }
     let out = ok(c);
-    json_lines(&out).remove(0)
+    results(&out).remove(0)
 }
 
 #[test]
@@ -423,13 +413,13 @@ fn output_for_pipelines_plain_quiet_verbose_and_json() {
     assert!(err.lines().count() > stderr(&out).lines().count(), "{err}");
 
     // --message-format json: one object per result on stdout, for every command.
-    let j = json_lines(&ok(cargo_oci(
+    let j = results(&ok(cargo_oci(
         &dir,
         &[&args[..], &["--message-format", "json"]].concat(),
     )));
     assert_eq!(j.len(), 1);
     assert_eq!(j[0]["reason"], "image-built");
-    let j = json_lines(&ok(cargo_oci(
+    let j = results(&ok(cargo_oci(
         &dir,
         &[
             "inspect",
@@ -441,7 +431,7 @@ fn output_for_pipelines_plain_quiet_verbose_and_json() {
     )));
     assert_eq!(j[0]["reason"], "image-inspected");
     let tmp = tempfile::tempdir().unwrap();
-    let j = json_lines(&ok(cargo_oci(
+    let j = results(&ok(cargo_oci(
         tmp.path(),
         &["new", "svc", "--message-format", "json"],
     )));
@@ -452,7 +442,7 @@ fn output_for_pipelines_plain_quiet_verbose_and_json() {
     let before = std::fs::read_to_string(&manifest).unwrap();
     let stripped = &before[..before.find("# How `cargo oci build`").unwrap()];
     std::fs::write(&manifest, stripped).unwrap();
-    let j = json_lines(&ok(cargo_oci(
+    let j = results(&ok(cargo_oci(
         &svc,
         &["init", "--dry-run", "--message-format", "json"],
     )));
@@ -463,4 +453,105 @@ fn output_for_pipelines_plain_quiet_verbose_and_json() {
         .unwrap()
         .contains("[package.metadata.oci]"));
     assert_eq!(std::fs::read_to_string(&manifest).unwrap(), stripped);
+}
+
+/// `jq -e FILTER` over every line of `stdout`: true when jq reads each line as JSON and the
+/// filter holds for all of them.
+fn jq_holds(jq: &Path, stdout: &str, filter: &str) -> bool {
+    use std::io::Write as _;
+    let mut child = Command::new(jq)
+        .args(["-e", "-s", filter])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("jq runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(stdout.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait().unwrap().success()
+}
+
+#[test]
+fn json_messages_pass_cargo_s_through_then_ours() {
+    let jq = tool("jq");
+    built("http-hello");
+    let out = ok(cargo_oci(
+        &example("http-hello"),
+        &["build", "--release", "--message-format", "json"],
+    ));
+    let all = json_lines(&out);
+    let reasons: Vec<&str> = all.iter().map(|v| v["reason"].as_str().unwrap()).collect();
+    let artifact = all
+        .iter()
+        .position(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "http-hello");
+    let finished = reasons.iter().position(|r| *r == "build-finished");
+    assert!(
+        artifact.is_some(),
+        "no compiler-artifact for http-hello: {reasons:?}"
+    );
+    assert!(artifact < finished, "{reasons:?}");
+    assert_eq!(all[finished.unwrap()]["success"], true);
+    assert_eq!(
+        reasons.last(),
+        Some(&"image-built"),
+        "ours comes last: {reasons:?}"
+    );
+    assert_eq!(results(&out).len(), 1, "{reasons:?}");
+    if let Some(jq) = &jq {
+        assert!(
+            jq_holds(
+                jq,
+                &out,
+                r#"(map(.reason) | index("build-finished")) < (map(.reason) | index("image-built")) and .[-1].reason == "image-built""#
+            ),
+            "{out}"
+        );
+    }
+
+    // A compile error: cargo's compiler-message, then our error object.
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("pkg");
+    copy_example("static-hello", &pkg);
+    std::fs::write(
+        pkg.join("src/main.rs"),
+        "fn main() {\n    let n: u32 = \"not a number\";\n}\n",
+    )
+    .unwrap();
+    let failed = run(
+        cargo_oci(&pkg, &["build", "--message-format", "json", "--target-dir"])
+            .arg(tmp.path().join("target")),
+    );
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let text = stdout(&failed);
+    let all = json_lines(&text);
+    let message = all
+        .iter()
+        .position(|v| v["reason"] == "compiler-message" && v["message"]["level"] == "error");
+    assert!(message.is_some(), "no compiler-message:\n{text}");
+    let last = all.last().unwrap();
+    assert_eq!(last["reason"], "error", "{text}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("cargo build failed"),
+        "{last}"
+    );
+    assert_eq!(results(&text).len(), 1, "{text}");
+    // People still see the diagnostic on stderr.
+    assert!(
+        stderr(&failed).contains("mismatched types"),
+        "{}",
+        stderr(&failed)
+    );
+    if let Some(jq) = &jq {
+        assert!(
+            jq_holds(
+                jq,
+                &text,
+                r#"any(.[]; .reason == "compiler-message" and .message.level == "error") and .[-1].reason == "error""#
+            ),
+            "{text}"
+        );
+    }
 }

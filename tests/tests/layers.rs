@@ -19,7 +19,7 @@ fn build_json(target: &Path, extra: &[&str]) -> serde_json::Value {
     ];
     args.extend_from_slice(extra);
     let out = ok(cargo_oci(&example("http-hello"), &args));
-    serde_json::from_str(out.trim()).expect("one JSON object")
+    result(&out)
 }
 
 fn layers(v: &serde_json::Value) -> Vec<(String, String, bool)> {

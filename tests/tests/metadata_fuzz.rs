@@ -316,10 +316,7 @@ fn metadata_fuzz() {
                 );
                 // stdout holds the refusal as one JSON error object, and nothing else.
                 let stdout = String::from_utf8_lossy(&out.stdout);
-                let j: serde_json::Value =
-                    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-                        panic!("stdout on a refusal is not one JSON object ({e}): {stdout}\n{what}")
-                    });
+                let j = result(&stdout);
                 assert!(
                     j["reason"] == "error" && j["exit_code"] == 2 && j["help"].is_string(),
                     "stdout on a refusal: {stdout}\n{what}"
@@ -331,8 +328,7 @@ fn metadata_fuzz() {
             }
             Some(0) => {
                 accepted += 1;
-                let j: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {what}"));
+                let j = result(&String::from_utf8_lossy(&out.stdout));
                 let digest = j["digest"].as_str().unwrap().to_string();
                 let layout = j["path"].as_str().unwrap().to_string();
                 let reference = j["references"][0].as_str().unwrap().to_string();

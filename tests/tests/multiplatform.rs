@@ -50,10 +50,7 @@ fn two_platforms() -> &'static (serde_json::Value, Duration) {
         ));
         let took = start.elapsed();
         eprintln!("two-platform build of tls-zlib: {took:?}");
-        (
-            serde_json::from_str(out.trim()).expect("build prints one JSON object"),
-            took,
-        )
+        (result(&out), took)
     })
 }
 
@@ -162,7 +159,7 @@ fn push(dir: &Path, args: &[&str], home: &Path) -> serde_json::Value {
         .env("DOCKER_CONFIG", home.join(".docker"))
         .env_remove("REGISTRY_AUTH_FILE")
         .stdin(Stdio::null());
-    json_of(&ok(c))
+    result(&ok(c))
 }
 
 /// A lowercase directory under /tmp, removed on drop: podman names an `oci:` image after its
@@ -312,7 +309,7 @@ fn two_platforms_of_tls_zlib_in_one_index() {
     );
 
     // inspect shows every platform.
-    let inspected = json_of(&ok(cargo_oci(
+    let inspected = result(&ok(cargo_oci(
         &example("tls-zlib"),
         &[
             "inspect",
@@ -453,7 +450,7 @@ fn two_platforms_of_tls_zlib_in_one_index() {
         copy_example("tls-zlib", &copy);
         if i == 0 {
             let start = Instant::now();
-            let one = json_of(&ok(cargo_oci(
+            let one = result(&ok(cargo_oci(
                 &copy,
                 &[
                     "build",
@@ -471,7 +468,7 @@ fn two_platforms_of_tls_zlib_in_one_index() {
             );
             digests.push(one["digest"].as_str().unwrap().to_string());
         }
-        let both = json_of(&ok(cargo_oci(
+        let both = result(&ok(cargo_oci(
             &copy,
             &[
                 "build",
@@ -573,7 +570,7 @@ fn static_musl_for_two_platforms() {
         ],
     )
     .arg(&layout));
-    let json = json_of(&out);
+    let json = result(&out);
     let reference = json["references"][0].as_str().unwrap();
     let layout_ref = format!("oci:{}:{reference}", layout.display());
     assert_eq!(
@@ -746,7 +743,7 @@ fn join_platforms_pushed_by_separate_jobs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let joined = json_of(&String::from_utf8_lossy(&out.stdout));
+    let joined = result(&String::from_utf8_lossy(&out.stdout));
     let seen = proxy.seen();
     assert_eq!(uploads(&seen), 0, "the join uploaded a blob: {seen:?}");
     assert!(

@@ -77,7 +77,7 @@ fn stderr(out: &Output) -> String {
 
 fn success(out: &Output) -> Value {
     assert!(out.status.success(), "{}", stderr(out));
-    serde_json::from_slice(&out.stdout).expect("one JSON result")
+    result(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// Copies the static-hello image to `REGISTRY/REPO:1` with skopeo (`copy` arguments for the

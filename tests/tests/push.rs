@@ -31,7 +31,7 @@ fn push_cmd(b: &Built, dest: &str, extra: &[&str], home: &Path) -> Command {
 fn push_json(mut c: Command) -> serde_json::Value {
     c.args(["--message-format", "json"]);
     let out = ok(c);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("push JSON ({e}): {out}"))
+    result(&out)
 }
 
 fn skopeo_digest(reference: &str, creds: &[String]) -> String {

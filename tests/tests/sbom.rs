@@ -73,7 +73,7 @@ fn inspect_json() -> serde_json::Value {
         &example("tls-zlib"),
         &["inspect", "--release", "--json", "-q"],
     ));
-    serde_json::from_str(out.trim()).expect("inspect prints JSON")
+    result(&out)
 }
 
 fn read_json(p: &Path) -> serde_json::Value {
@@ -238,7 +238,7 @@ fn cyclonedx_sbom_passes_the_strict_schema_and_reference_check() {
             out.to_str().unwrap(),
         ],
     ));
-    let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let json = result(&json);
     let path = tmp.path().join("image.cdx.json");
     assert_eq!(json["sbom"][0].as_str(), Some(path.to_str().unwrap()));
     let doc = read_json(&path);
@@ -338,7 +338,7 @@ fn an_unwritable_sbom_path_is_refused_before_any_build_work() {
             out.to_str().unwrap(),
         ],
     ));
-    let j: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
+    let j = result(&o);
     assert_eq!(j["sbom"], serde_json::json!([]));
     assert!(!tmp.path().join("image.spdx.json").exists());
 }
@@ -448,7 +448,7 @@ fn scanner_metadata_false_leaves_the_image_as_it_was() {
                 .arg("--target-dir")
                 .arg(&target),
         );
-        serde_json::from_str(out.trim()).unwrap()
+        result(&out)
     };
     let roles = |j: &serde_json::Value| -> Vec<String> {
         j["layers"]

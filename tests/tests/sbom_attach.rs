@@ -236,7 +236,7 @@ fn a_multi_platform_push_attaches_each_platform_images_sbom() {
         ],
     )
     .stdin(Stdio::null()));
-    let pushed = json(out.lines().next().unwrap().as_bytes());
+    let pushed = result(&out);
     let index_digest = pushed["digest"].as_str().expect("digest");
     let index = json(
         &get(

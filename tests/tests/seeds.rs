@@ -56,7 +56,7 @@ fn build_json(pkg: &Path, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--release", "--message-format", "json"]);
     let out = ok(cargo_oci(pkg, &all));
-    serde_json::from_str(out.trim()).expect("one JSON object")
+    result(&out)
 }
 
 fn fails(out: &Output) -> String {
@@ -862,7 +862,7 @@ fn a_base_from_a_protected_registry_uses_the_push_credentials() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = result(&String::from_utf8_lossy(&out.stdout));
     let base_digests: Vec<&Value> = base.json["layers"]
         .as_array()
         .unwrap()

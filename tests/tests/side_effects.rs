@@ -24,7 +24,7 @@ fn oci(target: &Path, home: &Path, args: &[&str]) -> Command {
 }
 
 fn json(c: Command) -> Value {
-    serde_json::from_str(ok(c).trim()).expect("one JSON object")
+    result(&ok(c))
 }
 
 /// Asserts that the default layout is absent and that the images went through the store.
@@ -95,10 +95,7 @@ fn push_writes_no_layout() {
     let mut c = oci(&target, tmp.path(), &["push", "--to", &dest]);
     c.args(["-q", "--message-format", "json"]);
     let out = ok(c);
-    let pushed: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON lines"))
-        .collect();
+    let pushed = results(&out);
     assert!(
         pushed.iter().any(|p| p["reason"] == "image-pushed"),
         "{out}"

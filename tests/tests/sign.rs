@@ -75,7 +75,7 @@ fn push_sign_makes_a_cosign_signature_that_openssl_verifies() {
         &["--message-format", "json", "--sign"],
     )
     .arg(&key));
-    let j: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let j = results(&out).remove(0);
     let hex = b.digest.trim_start_matches("sha256:");
     assert_eq!(j["signature"], format!("sha256-{hex}.sig"));
 

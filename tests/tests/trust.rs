@@ -29,8 +29,7 @@ fn build_ok(target: &Path, extra: &[&str]) -> (serde_json::Value, String) {
     let out = run(build(target, extra));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "build {extra:?} failed:\n{stderr}");
-    let json = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
-        .unwrap_or_else(|e| panic!("one JSON object: {e}"));
+    let json = result(&String::from_utf8_lossy(&out.stdout));
     (json, stderr)
 }
 
@@ -230,8 +229,7 @@ fn another_program_over_the_cached_helper_is_not_used() {
         let out = run(build(&target, extra).env("CARGO_OCI_CACHE_DIR", &cache));
         let stderr = stderr(&out);
         assert!(out.status.success(), "build failed:\n{stderr}");
-        let json: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        let json = result(&String::from_utf8_lossy(&out.stdout));
         (json, stderr)
     };
     let (first, _) = build_ok(&[]);
@@ -390,7 +388,7 @@ fn workspace_members_of_one_name_get_layouts_of_their_own() {
                 "json",
             ],
         ));
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let v = result(&out);
         paths.push(PathBuf::from(v["path"].as_str().unwrap()));
     }
     assert_ne!(paths[0], paths[1]);
@@ -446,7 +444,7 @@ fn stale_temporary_files_go_and_clean_prunes_the_store() {
             target.to_str().unwrap(),
         ],
     ));
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = result(&out);
     assert!(v["files"].as_u64().unwrap() >= 3, "{v}");
     assert!(!junk.exists());
     for p in &fresh {

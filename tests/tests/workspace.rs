@@ -44,15 +44,8 @@ fn image_builds(ws: &Path) -> Vec<String> {
     std::fs::read_to_string(ws.join("cargo.log"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.starts_with("build ") && l.contains("json-render-diagnostics"))
+        .filter(|l| l.starts_with("build ") && l.contains("--message-format=json"))
         .map(str::to_string)
-        .collect()
-}
-
-/// The JSON objects a command printed, one per line.
-fn results(out: &str) -> Vec<Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
 
@@ -72,8 +65,7 @@ fn fails_with_2(out: Output, wanted: &[&str]) -> String {
     // No result on stdout: with --message-format json, only the error as one JSON object.
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !stdout.is_empty() {
-        let j: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("a failure printed more than its error ({e}):\n{stdout}"));
+        let j = result(&stdout);
         assert_eq!(
             j["reason"], "error",
             "a failure printed a result:\n{stdout}"

@@ -1,9 +1,9 @@
 //! Runs the user's cargo to build the image's binary and finds the executable it produced.
 //! cargo's own output streams to the user's stderr as it comes; its JSON messages on stdout
-//! are read as they arrive.
+//! are read as they arrive, and passed on unchanged when the user asked for JSON.
 
 use std::ffi::OsString;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -36,6 +36,20 @@ pub struct CargoFlags {
     pub color: Option<String>,
     /// `--jobs` for cargo.
     pub jobs: Option<String>,
+    /// Where cargo's JSON messages go besides being read.
+    pub messages: Messages,
+}
+
+/// Where cargo's JSON messages (`compiler-artifact`, `compiler-message`, `build-finished`, …)
+/// go: nowhere for people (cargo renders its diagnostics on stderr), or passed through,
+/// line by line and unchanged, for programs (`--message-format json`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Messages {
+    #[default]
+    Hidden,
+    Stdout,
+    /// Stderr, when stdout carries the image (`--stream`).
+    Stderr,
 }
 
 /// The built executables.
@@ -179,8 +193,12 @@ pub fn build(
         return Ok(Vec::new());
     };
     let mut cmd = Command::new(cargo_program());
-    cmd.arg("build")
-        .arg("--message-format=json-render-diagnostics");
+    // Passed through, cargo's messages carry the diagnostics too (cargo's own `json`); they are
+    // then rendered on stderr here, as cargo renders them otherwise.
+    cmd.arg("build").arg(match flags.messages {
+        Messages::Hidden => "--message-format=json-render-diagnostics",
+        Messages::Stdout | Messages::Stderr => "--message-format=json",
+    });
     flags.apply(&mut cmd, specs, profile);
     cmd.current_dir(&first.build.package_dir);
     cmd.stdout(Stdio::piped())
@@ -193,8 +211,19 @@ pub fn build(
 
     // (package id, binary, target) → executable
     let mut found = std::collections::BTreeMap::new();
-    for msg in Message::parse_stream(BufReader::new(stdout)) {
-        let msg = msg.context("could not read cargo's output")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("could not read cargo's output")?;
+        pass_on(flags.messages, &line)?;
+        let Ok(msg) = serde_json::from_str::<Message>(&line) else {
+            continue;
+        };
+        if let Message::CompilerMessage(m) = &msg {
+            if flags.messages != Messages::Hidden {
+                if let Some(r) = &m.message.rendered {
+                    eprint!("{r}");
+                }
+            }
+        }
         if let Message::CompilerArtifact(a) = msg {
             if a.target.kind.contains(&TargetKind::Bin) {
                 if let Some(exe) = a.executable {
@@ -254,6 +283,19 @@ pub fn build(
                 .collect()
         })
         .collect()
+}
+
+/// Passes one line of cargo's output on, as `messages` says.
+fn pass_on(messages: Messages, line: &str) -> Result<()> {
+    let written = match messages {
+        Messages::Hidden => return Ok(()),
+        Messages::Stdout => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush())
+        }
+        Messages::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+    };
+    written.context("cannot pass cargo's messages on")
 }
 
 /// The target an executable was built for, when `--target` was given: the triple directory

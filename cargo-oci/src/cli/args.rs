@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::build::cargo::CargoFlags;
+use crate::build::cargo::{CargoFlags, Messages};
 use crate::build::pipeline::BuildRequest;
 use crate::build::sbom;
 use crate::config::Selection;
@@ -449,6 +449,10 @@ impl CargoArgs {
             verbose: common.verbose.saturating_sub(1),
             color: common.color.map(|c| c.as_str().to_string()),
             jobs: self.jobs.clone(),
+            messages: match common.message_format {
+                MessageFormat::Json => Messages::Stdout,
+                MessageFormat::Human => Messages::Hidden,
+            },
         }
     }
 

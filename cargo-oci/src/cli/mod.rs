@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use serde_json::json;
 
+use crate::build::cargo::Messages;
 use crate::build::pipeline::Configured;
 use crate::commands::build::build_and_deliver;
 use crate::commands::{init, inspect, template};
@@ -141,17 +142,17 @@ pub fn run(cli: Cli) -> Result<()> {
             let output = Output::from_options(a.format, a.output.clone(), a.stream)?;
             let one_path = !matches!(output, Output::Layout(None));
             let what = if a.stream { "--stream" } else { "-o" };
-            build_to(&a.image, one_path.then_some(what), |conf| {
+            build_to(&a.image, one_path.then_some(what), a.stream, |conf| {
                 output.clone().sink(&conf.default_layout())
             })
         }
-        Command::Bundle(a) => build_to(&a.image, Some("bundle"), |_| {
+        Command::Bundle(a) => build_to(&a.image, Some("bundle"), false, |_| {
             Box::new(crate::sink::Bundle {
                 dir: a.dir.clone(),
                 readonly: a.readonly,
             })
         }),
-        Command::Export(a) => build_to(&a.image, Some("export"), |_| {
+        Command::Export(a) => build_to(&a.image, Some("export"), false, |_| {
             Box::new(crate::sink::Export(a.file.clone()))
         }),
         Command::Merge(a) => {
@@ -481,16 +482,22 @@ fn stdin_credential(a: &PushArgs) -> Result<Option<Credential>> {
 }
 
 /// Builds and delivers each image to the sink `sink` names, then prints the results. A sink
-/// writing one given path (`one_path` names its option) takes one image only.
+/// writing one given path (`one_path` names its option) takes one image only. When stdout
+/// carries the image (`stream`), cargo's messages go to stderr.
 fn build_to(
     image: &ImageArgs,
     one_path: Option<&str>,
+    stream: bool,
     sink: impl Fn(&Configured) -> Box<dyn Sink>,
 ) -> Result<()> {
     let report = image.common.reporter();
     let mut first: Option<String> = None;
+    let mut req = image.request();
+    if stream && req.cargo.messages == Messages::Stdout {
+        req.cargo.messages = Messages::Stderr;
+    }
     let made = build_and_deliver(
-        &image.request(),
+        &req,
         |conf| {
             if let (Some(what), Some(before)) = (one_path, &first) {
                 return Err(UsageError::new(format!(
