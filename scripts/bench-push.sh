@@ -22,7 +22,7 @@ trap cleanup EXIT
 
 [ -x "$bin" ] || { echo "build cargo-oci first: cargo build --release -p cargo-oci" >&2; exit 1; }
 cd "$root/examples/$example"
-json=$("$bin" oci build --release -q --message-format json)
+json=$("$bin" oci build --release -q --message-format json | jq -c 'select(.reason == "image-built")')
 layout=$(jq -r .path <<<"$json")
 ref=$(jq -r '.references[0]' <<<"$json")
 echo "image: $ref ($(jq -r .size <<<"$json") bytes compressed, $(jq '.layers | length' <<<"$json") layers)"
