@@ -5,8 +5,6 @@
 //! the fallback tag `sha256-<hex>` is kept as an index of the image's referrers: the artifact's
 //! descriptor is added, the entries already there are kept, and a second push adds no duplicate.
 
-use std::sync::atomic::AtomicU64;
-
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
@@ -15,8 +13,8 @@ use crate::oci::image::Image;
 use crate::oci::index::INDEX_MEDIA_TYPE;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
-use crate::registry::{BlobFile, Client};
-use crate::sink::push::{connect, credential_for, PushRequest, Pushed};
+use crate::registry::Client;
+use crate::sink::push::{connect, credential_for, upload_missing, PushRequest, Pushed};
 use crate::util::reporter::Reporter;
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -147,17 +145,7 @@ fn attach(
     let repo = name.repository.as_str();
     let config = store.put(EMPTY)?;
     let layer = store.put(&artifact.bytes)?;
-    let sent = AtomicU64::new(0);
-    for b in [&config, &layer] {
-        if client.blob_size(repo, &b.digest)? != Some(b.size) {
-            let file = BlobFile {
-                digest: b.digest.clone(),
-                size: b.size,
-                path: store.path(&b.digest),
-            };
-            client.upload(repo, &file, None, req.chunk_size, &sent)?;
-        }
-    }
+    upload_missing(client, repo, store, &[&config, &layer], req.chunk_size)?;
     let bytes = manifest(
         artifact,
         subject,

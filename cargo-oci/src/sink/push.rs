@@ -240,17 +240,7 @@ fn push_signature(
     let signature = key.sign(&payload);
     let payload = store.put(&payload)?;
     let config = store.put(&sign::config(&payload.digest)?)?;
-    let sent = AtomicU64::new(0);
-    for b in [&payload, &config] {
-        if client.blob_size(repo, &b.digest)? != Some(b.size) {
-            let file = BlobFile {
-                digest: b.digest.clone(),
-                size: b.size,
-                path: store.path(&b.digest),
-            };
-            client.upload(repo, &file, None, req.chunk_size, &sent)?;
-        }
-    }
+    upload_missing(client, repo, store, &[&payload, &config], req.chunk_size)?;
     let manifest_bytes = sign::manifest(
         (&config.digest, config.size),
         (&payload.digest, payload.size),
@@ -594,6 +584,29 @@ pub fn existing_file(p: &str) -> Result<PathBuf, String> {
     } else {
         Err(format!("{p} is not a file"))
     }
+}
+
+/// Uploads the small blobs of `store` that `repo` does not hold yet (a signature's or an
+/// attached artifact's payload and config).
+pub(crate) fn upload_missing(
+    client: &Client,
+    repo: &str,
+    store: &Store,
+    blobs: &[&crate::oci::store::Blob],
+    chunk_size: u64,
+) -> Result<()> {
+    let sent = AtomicU64::new(0);
+    for b in blobs {
+        if client.blob_size(repo, &b.digest)? != Some(b.size) {
+            let file = BlobFile {
+                digest: b.digest.clone(),
+                size: b.size,
+                path: store.path(&b.digest),
+            };
+            client.upload(repo, &file, None, chunk_size, &sent)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
