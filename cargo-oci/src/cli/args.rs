@@ -296,7 +296,7 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
     /// Also trust the CA certificates in this PEM file.
-    #[arg(long, value_name = "FILE", value_parser = crate::sink::push::existing_file)]
+    #[arg(long, value_name = "FILE", value_parser = existing_file)]
     pub ca_file: Option<PathBuf>,
 }
 
@@ -360,7 +360,7 @@ pub struct PushArgs {
           value_parser = clap::value_parser!(u16).range(1..=32))]
     pub upload_jobs: u16,
     /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::sink::push::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     pub chunk_size: u64,
     /// Sign each pushed manifest with this ECDSA P-256 key (PEM), in cosign's format.
     #[arg(long, value_name = "KEY", env = "CARGO_OCI_SIGN_KEY")]
@@ -465,5 +465,51 @@ impl CargoArgs {
             manifest_path: self.manifest_path.clone(),
             tags: tags.to_vec(),
         }
+    }
+}
+
+/// Parses `--chunk-size`: bytes, or with a `K`/`M`/`G` (KiB, MiB, GiB) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))
+}
+
+/// Where `--ca-file` and friends point, checked early.
+pub fn existing_file(p: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(p);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{p} is not a file"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
     }
 }

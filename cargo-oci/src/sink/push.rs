@@ -555,37 +555,6 @@ impl KnownBlobs {
     }
 }
 
-/// Parses `--chunk-size`: bytes, or with a `K`/`M`/`G` (KiB, MiB, GiB) suffix.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))
-}
-
-/// Where `--ca-file` and friends point, checked early.
-pub fn existing_file(p: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(p);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!("{p} is not a file"))
-    }
-}
-
 /// Uploads the small blobs of `store` that `repo` does not hold yet (a signature's or an
 /// attached artifact's payload and config).
 pub(crate) fn upload_missing(
@@ -644,16 +613,6 @@ mod tests {
             shown.contains("cargo oci clean") && !shown.contains("127.0.0.1:9"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("lots").is_err());
     }
 
     #[test]
