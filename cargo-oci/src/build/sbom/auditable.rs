@@ -17,8 +17,9 @@ use crate::util::fs::write_atomic;
 
 const SECTION: &str = ".dep-v0";
 
-/// The binary to put in the image: `binary`, or a copy of it in `dir` carrying the crate list.
-/// The copy is streamed (memory stays flat in the binary's size) and remembered by a sealed
+/// The binary to put in the image: `binary`, or a copy of it under `dir` carrying the crate list.
+/// Each source binary has its own directory there, named by a digest of its path: binaries of
+/// the same name (one per target, or of two packages) never share a copy. The copy is streamed (memory stays flat in the binary's size) and remembered by a sealed
 /// record of the source's identity (device, inode, size, modification time), the section's
 /// digest and the copy's own identity: when all three still hold, neither file is read.
 pub fn embed(binary: &Path, crates: &[Crate], dir: &Path) -> Result<PathBuf> {
@@ -29,6 +30,8 @@ pub fn embed(binary: &Path, crates: &[Crate], dir: &Path) -> Result<PathBuf> {
     z.write_all(&serde_json::to_vec(&list(crates))?)?;
     let payload = z.finish()?;
     let name = binary.file_name().context("the binary has no file name")?;
+    let source = std::path::absolute(binary).unwrap_or_else(|_| binary.to_path_buf());
+    let dir = &dir.join(&hex::encode(Sha256::digest(source.as_os_str().as_encoded_bytes()))[..16]);
     let path = dir.join(name);
     let mut record_name = name.to_os_string();
     record_name.push(".record");
@@ -337,9 +340,34 @@ mod tests {
         let copy = std::fs::read(&out).unwrap();
         assert_eq!(copy[at], changed[at]);
         // A damaged record is not trusted.
-        std::fs::write(dir.join("app.record"), b"x").unwrap();
+        std::fs::write(out.with_file_name("app.record"), b"x").unwrap();
         std::fs::write(&out, b"tampered").unwrap();
         embed(&bin, &other, &dir).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), copy);
+    }
+
+    #[test]
+    fn binaries_of_one_name_from_two_targets_get_two_copies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let dir = tmp.path().join("copies");
+        let mut outs = Vec::new();
+        for (triple, flip) in [
+            ("x86_64-unknown-linux-gnu", 0u8),
+            ("aarch64-unknown-linux-gnu", 1),
+        ] {
+            let bin = tmp.path().join(triple).join("release").join("app");
+            std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+            let mut bytes = me.clone();
+            let at = bytes.len() / 2;
+            bytes[at] ^= flip;
+            std::fs::write(&bin, &bytes).unwrap();
+            outs.push((embed(&bin, &one_crate(), &dir).unwrap(), bytes[at], at));
+        }
+        assert_ne!(outs[0].0, outs[1].0);
+        // Each copy still holds its own binary's bytes after the other was made.
+        for (out, byte, at) in &outs {
+            assert_eq!(std::fs::read(out).unwrap()[*at], *byte);
+        }
     }
 }
