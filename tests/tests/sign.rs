@@ -405,3 +405,107 @@ fn a_signed_two_platform_push_signs_the_index_and_each_platform() {
         assert!(verifies(tmp.path(), &public, &sigs[0].0, &sigs[0].1), "{a}");
     }
 }
+
+#[test]
+fn the_metadata_names_the_key_and_sign_takes_precedence() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if tool("openssl").is_none() || tool("skopeo").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    copy_example("http-hello", &dir);
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let (meta_key, meta_pub) = keygen(&dir.join("keys"), "meta");
+    let (flag_key, flag_pub) = keygen(tmp.path(), "flag");
+    let manifest = dir.join("Cargo.toml");
+    let toml = std::fs::read_to_string(&manifest).unwrap();
+    let with_key = |key: &str| {
+        std::fs::write(
+            &manifest,
+            toml.replace(
+                "[package.metadata.oci]\n",
+                &format!("[package.metadata.oci]\nsign-key = \"{key}\"\n"),
+            ),
+        )
+        .unwrap()
+    };
+    let push_here = |repo: &str, extra: &[&str]| {
+        let dest = format!("{}/{repo}", reg.addr);
+        let mut c = cargo_oci(
+            &dir,
+            &[
+                "push",
+                "--release",
+                "--to",
+                &dest,
+                "--no-attach-sbom",
+                "--message-format",
+                "json",
+            ],
+        );
+        c.args(extra)
+            .stdin(Stdio::null())
+            .env_remove("CARGO_OCI_SIGN_KEY");
+        c
+    };
+
+    // The metadata's key, relative to the package directory.
+    with_key("keys/meta.key");
+    let j = results(&ok(push_here("meta/signed", &[]))).remove(0);
+    let digest = j["digest"].as_str().unwrap().to_string();
+    let sigs = served_signatures(&reg.addr, "meta/signed", &digest);
+    assert_eq!(sigs.len(), 1);
+    assert!(verifies(tmp.path(), &meta_pub, &sigs[0].0, &sigs[0].1));
+
+    // --sign, then CARGO_OCI_SIGN_KEY, win over it.
+    let mut flagged = push_here("meta/flagged", &["--sign"]);
+    flagged.arg(&flag_key);
+    let mut from_env = push_here("meta/env", &[]);
+    from_env.env("CARGO_OCI_SIGN_KEY", &flag_key);
+    for (repo, cmd) in [("meta/flagged", flagged), ("meta/env", from_env)] {
+        ok(cmd);
+        let sigs = served_signatures(&reg.addr, repo, &digest);
+        assert_eq!(sigs.len(), 1, "{repo}");
+        assert!(
+            verifies(tmp.path(), &flag_pub, &sigs[0].0, &sigs[0].1),
+            "{repo}"
+        );
+        assert!(
+            !verifies(tmp.path(), &meta_pub, &sigs[0].0, &sigs[0].1),
+            "{repo}"
+        );
+    }
+
+    // A missing or encrypted metadata key: exit 2 before anything is built or pushed.
+    let encrypted = dir.join("keys/enc.key");
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "openssl pkcs8 -topk8 -in {} -v2 aes-256-cbc -passout pass:pw -out {}",
+        meta_key.display(),
+        encrypted.display()
+    )));
+    for (key, says) in [
+        ("keys/missing.key", "cannot read the key"),
+        ("keys/enc.key", "encrypted key"),
+    ] {
+        with_key(key);
+        let o = run(push_here("meta/refused", &[]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{key}: {err}");
+        assert!(
+            err.contains("sign-key") && err.contains(says),
+            "{key}: {err}"
+        );
+        assert!(err.contains("help:"), "{err}");
+        assert!(
+            !err.contains("Compiling") && !err.contains("Pushing"),
+            "nothing built or pushed: {err}"
+        );
+    }
+    let o = run(Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/meta/refused", reg.addr)));
+    assert!(!o.status.success(), "the repository got nothing");
+}
