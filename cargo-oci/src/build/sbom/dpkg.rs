@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::dpkg_cache;
 
 /// One installed Debian package.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DebPackage {
     pub name: String,
     pub architecture: String,
@@ -22,6 +22,7 @@ pub struct DebPackage {
     /// The package's record in the status file, as dpkg wrote it (ends with a newline).
     pub record: String,
     /// Its `usr/share/doc/<name>/copyright` on the host, when there is one.
+    #[serde(skip)]
     pub copyright: Option<PathBuf>,
 }
 
@@ -82,126 +83,49 @@ impl Dpkg {
     /// changes (see [`dpkg_cache`](super::dpkg_cache)).
     pub fn open(root: &Path, wanted: &BTreeSet<String>, cache: Option<&Path>) -> Result<Dpkg> {
         let admin = root.join("var/lib/dpkg");
-        let status = match std::fs::read_to_string(admin.join("status")) {
-            Ok(s) => s,
+        match std::fs::metadata(admin.join("status")) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Dpkg::default()),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}/status", admin.display()))
-            }
-        };
-        let mut db = Dpkg::default();
-        for record in records(&status) {
-            let fields = fields(&record);
-            let get = |k: &str| fields.get(k).map(|v| v.to_string()).unwrap_or_default();
-            if !get("Status").ends_with(" installed") || get("Package").is_empty() {
-                continue;
-            }
-            let (name, architecture, version) =
-                (get("Package"), get("Architecture"), get("Version"));
-            // `Source: openssl (3.0.11-1)` names the source version when it differs.
-            let (source, source_version) = match fields.get("Source") {
-                Some(s) => match s.split_once(' ') {
-                    Some((n, v)) => (n.to_string(), v.trim_matches(['(', ')']).to_string()),
-                    None => (s.to_string(), version.clone()),
-                },
-                None => (name.clone(), version.clone()),
-            };
-            db.packages.push(DebPackage {
-                name,
-                architecture,
-                version,
-                source,
-                source_version,
-                record,
-                copyright: None,
-            });
+            _ => {}
         }
         let cache = cache.map(|dir| dpkg_cache::Record::open(dir, root, &admin));
         let mut known = cache
             .as_ref()
             .and_then(dpkg_cache::Record::load)
             .unwrap_or_default();
-        let index: HashMap<(&str, &str), usize> = db
-            .packages
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ((p.name.as_str(), p.architecture.as_str()), i))
-            .collect();
-        // An answer naming a package the status file no longer has: not this database's.
-        let stale = known
-            .values()
-            .flatten()
-            .any(|(n, a)| !index.contains_key(&(n.as_str(), a.as_str())));
-        if stale {
-            known.clear();
-        }
         let missing: HashSet<&str> = wanted
             .iter()
             .map(String::as_str)
             .filter(|p| !known.contains_key(*p))
             .collect();
         if !missing.is_empty() {
-            let found = db.scan(&admin, &missing)?;
+            let packages = installed(&admin)?;
+            let found = scan(&packages, &admin, &missing)?;
             for path in missing {
-                let owner = found.get(path).map(|&i| {
-                    let p = &db.packages[i];
-                    (p.name.clone(), p.architecture.clone())
-                });
+                let owner = found.get(path).map(|&i| packages[i].clone());
                 known.insert(path.to_string(), owner);
             }
             if let Some(cache) = &cache {
                 cache.store(&known);
             }
         }
+        let mut db = Dpkg::default();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
         for path in wanted {
-            if let Some(Some((n, a))) = known.get(path) {
-                if let Some(&i) = index.get(&(n.as_str(), a.as_str())) {
-                    db.owners.insert(path.clone(), i);
-                }
-            }
-        }
-        for &i in db.owners.values() {
-            let p = &mut db.packages[i];
-            if p.copyright.is_none() {
+            let Some(Some(p)) = known.get(path) else {
+                continue;
+            };
+            let key = (p.name.clone(), p.architecture.clone());
+            let i = *index.entry(key).or_insert_with(|| {
                 let copyright = root.join("usr/share/doc").join(&p.name).join("copyright");
-                p.copyright = copyright.is_file().then_some(copyright);
-            }
+                db.packages.push(DebPackage {
+                    copyright: copyright.is_file().then_some(copyright),
+                    ..p.clone()
+                });
+                db.packages.len() - 1
+            });
+            db.owners.insert(path.clone(), i);
         }
         Ok(db)
-    }
-
-    /// The first package, in status order, whose file list holds each of `wanted`; the scan
-    /// stops once every path has its owner.
-    fn scan(&self, admin: &Path, wanted: &HashSet<&str>) -> Result<HashMap<String, usize>> {
-        let mut found: HashMap<String, usize> = HashMap::new();
-        let longest = wanted.iter().map(|p| p.len()).max().unwrap_or(0);
-        let mut lengths = vec![false; longest + 1];
-        for p in wanted {
-            lengths[p.len()] = true;
-        }
-        for (index, p) in self.packages.iter().enumerate() {
-            if found.len() == wanted.len() {
-                break;
-            }
-            let text = [
-                format!("{}:{}.list", p.name, p.architecture),
-                format!("{}.list", p.name),
-            ]
-            .into_iter()
-            .map(|f| admin.join("info").join(f))
-            .find_map(|list| match std::fs::read_to_string(&list) {
-                Ok(text) => Some(Ok(text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => Some(Err(e).with_context(|| format!("cannot read {}", list.display()))),
-            })
-            .transpose()?;
-            for line in text.iter().flat_map(|t| t.lines()) {
-                if line.len() <= longest && lengths[line.len()] && wanted.contains(line) {
-                    found.entry(line.to_string()).or_insert(index);
-                }
-            }
-        }
-        Ok(found)
     }
 
     /// The package that owns `path` (absolute, as seen from the root), trying both merged-/usr
@@ -212,6 +136,77 @@ impl Dpkg {
             .find_map(|p| self.owners.get(p))
             .map(|&i| &self.packages[i])
     }
+}
+
+/// The installed packages of the status file in `admin`, in its order.
+fn installed(admin: &Path) -> Result<Vec<DebPackage>> {
+    let status = std::fs::read_to_string(admin.join("status"))
+        .with_context(|| format!("cannot read {}/status", admin.display()))?;
+    let mut packages = Vec::new();
+    for record in records(&status) {
+        let fields = fields(&record);
+        let get = |k: &str| fields.get(k).map(|v| v.to_string()).unwrap_or_default();
+        if !get("Status").ends_with(" installed") || get("Package").is_empty() {
+            continue;
+        }
+        let (name, architecture, version) = (get("Package"), get("Architecture"), get("Version"));
+        // `Source: openssl (3.0.11-1)` names the source version when it differs.
+        let (source, source_version) = match fields.get("Source") {
+            Some(s) => match s.split_once(' ') {
+                Some((n, v)) => (n.to_string(), v.trim_matches(['(', ')']).to_string()),
+                None => (s.to_string(), version.clone()),
+            },
+            None => (name.clone(), version.clone()),
+        };
+        packages.push(DebPackage {
+            name,
+            architecture,
+            version,
+            source,
+            source_version,
+            record,
+            copyright: None,
+        });
+    }
+    Ok(packages)
+}
+
+/// The first package of `packages` (in status order) whose file list holds each of `wanted`; the
+/// scan stops once every path has its owner.
+fn scan(
+    packages: &[DebPackage],
+    admin: &Path,
+    wanted: &HashSet<&str>,
+) -> Result<HashMap<String, usize>> {
+    let mut found: HashMap<String, usize> = HashMap::new();
+    let longest = wanted.iter().map(|p| p.len()).max().unwrap_or(0);
+    let mut lengths = vec![false; longest + 1];
+    for p in wanted {
+        lengths[p.len()] = true;
+    }
+    for (index, p) in packages.iter().enumerate() {
+        if found.len() == wanted.len() {
+            break;
+        }
+        let text = [
+            format!("{}:{}.list", p.name, p.architecture),
+            format!("{}.list", p.name),
+        ]
+        .into_iter()
+        .map(|f| admin.join("info").join(f))
+        .find_map(|list| match std::fs::read_to_string(&list) {
+            Ok(text) => Some(Ok(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(e).with_context(|| format!("cannot read {}", list.display()))),
+        })
+        .transpose()?;
+        for line in text.iter().flat_map(|t| t.lines()) {
+            if line.len() <= longest && lengths[line.len()] && wanted.contains(line) {
+                found.entry(line.to_string()).or_insert(index);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `path` and its other merged-/usr spelling (`/lib/x` ↔ `/usr/lib/x`).

@@ -1,7 +1,8 @@
 //! Which Debian package owns which path, remembered between runs: scanning a database's
 //! `info/*.list` files reads every path of every package, while a build asks about a handful.
-//! A record per root, in the per-machine cache, holds the answers found so far (an owner, or
-//! none) under the identity of the database: the status file's and the `info` directory's
+//! A record per root, in the per-machine cache, holds the answers found so far (the owner's
+//! status record, or none), so that a build whose files are all known reads neither the list
+//! files nor the status file, under the identity of the database: the status file's and the `info` directory's
 //! device, inode, size, modification and change times. dpkg rewrites the status file on every
 //! install, upgrade and removal, and replaces a list file by renaming it into the directory, so
 //! any change of the database is a new identity and the record is dropped. The record is sealed
@@ -14,10 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::dpkg::DebPackage;
 use crate::util::fs::write_atomic;
 
-/// Path → (package, architecture) of its owner, or `None` for a path no package owns.
-pub type Owners = BTreeMap<String, Option<(String, String)>>;
+/// Path → the package that owns it (its status record), or `None` for a path no package owns.
+pub type Owners = BTreeMap<String, Option<DebPackage>>;
 
 #[derive(Serialize, Deserialize)]
 struct Body {
