@@ -1,11 +1,13 @@
 //! Base images pulled from a registry (`from = "HOST/REPO@sha256:…"`) with the client `push`
 //! uses: through a loopback proxy that injects 5xx answers and dropped connections, from an
 //! HTTPS registry with a CA of its own (`--ca-file`), from a bearer-token registry (asking for
-//! the pull scope only), and the messages of a wrong password and of a registry nobody runs. The base is put in the registry by skopeo, and what was built on
+//! the pull scope only), and the messages of a wrong password and of a registry nobody runs; at
+//! `-v` a pull says which credential source it used (htpasswd registry). The base is put in the registry by skopeo, and what was built on
 //! it is checked against what skopeo reads.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use cargo_oci_tests::registry::{basic, Fault, Proxy, Registry};
@@ -48,6 +50,11 @@ impl App {
 
     /// `cargo oci build --no-build` into `layout`, with `extra` arguments.
     fn build(&self, layout: &Path, extra: &[&str]) -> Output {
+        run(self.command(layout, extra))
+    }
+
+    /// The command [`App::build`] runs: no credentials but those of `docker_config`.
+    fn command(&self, layout: &Path, extra: &[&str]) -> Command {
         let mut c = cargo_oci(
             &self.dir,
             &[
@@ -67,7 +74,7 @@ impl App {
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("CARGO_OCI_REGISTRY_USER");
-        run(c)
+        c
     }
 }
 
@@ -325,6 +332,171 @@ fn a_wrong_password_and_a_registry_nobody_runs_are_named() {
         "a failed build wrote {}",
         layout.display()
     );
+}
+
+/// At `-v` a base pull says where its credential came from, for every source `push` reads:
+/// none (anonymous, and where it looked), the environment, an auth file, podman's root location,
+/// Docker's config.json and a credential helper it names.
+#[test]
+fn a_base_pull_says_which_credentials_it_used() {
+    if tool("skopeo").is_none() || tool("podman").is_none() {
+        return;
+    }
+    let Some(reg) = Registry::start(Some(("ann", "s3cret-pw"))) else {
+        return;
+    };
+    let pinned = put_base(
+        &reg.addr,
+        "bases/creds",
+        &["--dest-tls-verify=false", "--dest-creds", "ann:s3cret-pw"],
+        &["--tls-verify=false", "--creds", "ann:s3cret-pw"],
+    );
+    let base = skopeo_base(
+        &format!("{}/{pinned}", reg.addr),
+        &["--tls-verify=false", "--creds", "ann:s3cret-pw"],
+    );
+    let said = |out: &Output, what: &str| {
+        let err = stderr(out);
+        assert!(
+            err.contains(&format!("credentials for {}: {what}", reg.addr)),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("s3cret-pw"), "{err}");
+    };
+    // Each build starts from an empty blob store, so that the base is pulled.
+    let fresh = || App::new(&format!("{}/{pinned}", reg.addr));
+
+    // None: refused, and -v says where it looked (podman's root location included).
+    let app = fresh();
+    let layout = app.target.join("layout");
+    let out = app.build(&layout, &["-v"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let uid = String::from_utf8_lossy(&run(Command::new("id").arg("-u")).stdout)
+        .trim()
+        .to_string();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("no credentials for {} (looked in", reg.addr))
+            && err.contains(&format!("/run/containers/{uid}/auth.json"))
+            && err.contains(&app.docker_config.join("config.json").display().to_string())
+            && err.contains("): anonymous"),
+        "{err}"
+    );
+
+    // The environment.
+    let app = fresh();
+    let layout = app.target.join("layout");
+    let out = run(app
+        .command(&layout, &["-v"])
+        .env("CARGO_OCI_REGISTRY_USER", "ann")
+        .env("CARGO_OCI_REGISTRY_PASSWORD", "s3cret-pw"));
+    assert_on_base(&success(&out), &layout, &base);
+    said(
+        &out,
+        "user `ann` (from $CARGO_OCI_REGISTRY_USER/$CARGO_OCI_REGISTRY_PASSWORD)",
+    );
+
+    // An auth file ($REGISTRY_AUTH_FILE), by its path.
+    let app = fresh();
+    let layout = app.target.join("layout");
+    let auth = basic("ann", "s3cret-pw");
+    let auths = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+        reg.addr,
+        auth.trim_start_matches("Basic ")
+    );
+    let auth_file = app.target.join("auth.json");
+    std::fs::write(&auth_file, &auths).unwrap();
+    let out = run(app
+        .command(&layout, &["-v"])
+        .env("REGISTRY_AUTH_FILE", &auth_file));
+    assert_on_base(&success(&out), &layout, &base);
+    said(&out, &format!("user `ann` (from {})", auth_file.display()));
+
+    // Docker's config.json, by its path.
+    let app = fresh();
+    let layout = app.target.join("layout");
+    let config = app.docker_config.join("config.json");
+    std::fs::write(&config, &auths).unwrap();
+    let out = run(app.command(&layout, &["-v"]));
+    assert_on_base(&success(&out), &layout, &base);
+    said(&out, &format!("user `ann` (from {})", config.display()));
+
+    // A credential helper that config.json names for this registry.
+    let app = fresh();
+    let layout = app.target.join("layout");
+    let bin = app.target.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-cargo-oci-test");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread server\n[ \"$1\" = get ] || exit 1\n\
+         printf '{\"ServerURL\":\"%s\",\"Username\":\"ann\",\"Secret\":\"s3cret-pw\"}' \"$server\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = app.docker_config.join("config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"credHelpers": {{"{}": "cargo-oci-test"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(app.command(&layout, &["-v"]).env("PATH", path));
+    assert_on_base(&success(&out), &layout, &base);
+    said(
+        &out,
+        &format!(
+            "user `ann` (from the credential helper `docker-credential-cargo-oci-test` named in {})",
+            config.display()
+        ),
+    );
+
+    // podman's root location: `podman login` as root with no XDG_RUNTIME_DIR writes
+    // /run/containers/0/auth.json, and the pull finds it there.
+    if uid != "0" {
+        assert!(!in_ci(), "the podman root location needs root");
+        eprintln!("SKIP: podman's root location needs root");
+        return;
+    }
+    let mut login = Command::new("podman");
+    login
+        .args([
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "ann",
+            "--password-stdin",
+        ])
+        .arg(&reg.addr)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = login.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pw\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "podman login failed");
+    let app = fresh();
+    let layout = app.target.join("layout");
+    let out = app.build(&layout, &["-v"]);
+    let _ = Command::new("podman")
+        .arg("logout")
+        .arg(&reg.addr)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output();
+    assert_on_base(&success(&out), &layout, &base);
+    said(&out, "user `ann` (from /run/containers/0/auth.json)");
 }
 
 #[test]

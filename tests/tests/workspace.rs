@@ -1,6 +1,7 @@
 //! Workspaces end to end, on `tests/fixtures/workspace`: a root package (gateway) and two member
 //! services (billing; multi, with two binaries shipped as two images and a third inside both).
-//! Each member directory packages that member; `--workspace` builds every image with one cargo
+//! Each member directory packages that member, and a workspace root what `cargo build` there
+//! builds (its `default-members`, or every member of a virtual workspace); `--workspace` builds every image with one cargo
 //! run and pushes them with the shared layers sent once; a CI-style run takes its profile,
 //! features and registry from the metadata and the environment; bad selections exit 2.
 
@@ -151,18 +152,112 @@ fn each_member_directory_packages_that_member() {
         );
     }
 
-    // A virtual workspace: from a member's directory, that member; from the root, a choice.
+    // The root package's workspace with `default-members`: from the root, cargo builds those,
+    // not the root package, and so does cargo oci.
     let manifest = ws.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
+    let with_defaults = |defaults: &str| {
+        text.replace(
+            "[workspace]\n",
+            &format!("[workspace]\ndefault-members = [{defaults}]\n"),
+        )
+    };
+    std::fs::write(&manifest, with_defaults(r#""services/billing""#)).unwrap();
+    assert_eq!(cargo_builds(&ws), ["billing"]);
+    let defaults = results(&ok(oci_in(&ws, &ws, &args(&["build", "--no-build"]))));
+    assert_eq!(names(&defaults), ["localhost/fleet/billing"]);
+
+    // A virtual workspace: from a member's directory, that member.
     let start = text.find("[package]").unwrap();
     let end = text.find("[workspace]").unwrap();
-    std::fs::write(&manifest, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..]);
+    std::fs::write(&manifest, &text).unwrap();
     let virt = results(&ok(oci_in(&ws, &billing, &args(&["build", "--no-build"]))));
     assert_eq!(names(&virt), ["localhost/fleet/billing"]);
+    // From its root, what `cargo build` there builds: every member, of which those that ask for
+    // an image (`common` is a library).
+    assert_eq!(cargo_builds(&ws), ["billing", "multi"]);
+    let all = results(&ok(oci_in(&ws, &ws, &args(&["build", "--no-build"]))));
+    assert_eq!(
+        names(&all),
+        [
+            "localhost/fleet/billing",
+            "localhost/fleet/server",
+            "localhost/fleet/cli"
+        ]
+    );
+    assert_eq!(all[0]["digest"], built[0]["digest"]);
+    // With `default-members`, those: a library among them asks for no image.
+    let with_defaults = |defaults: &str| {
+        text.replace(
+            "[workspace]\n",
+            &format!("[workspace]\ndefault-members = [{defaults}]\n"),
+        )
+    };
+    std::fs::write(&manifest, with_defaults(r#""services/multi", "common""#)).unwrap();
+    assert_eq!(cargo_builds(&ws), ["multi"]);
+    let some = results(&ok(oci_in(&ws, &ws, &args(&["build", "--no-build"]))));
+    assert_eq!(
+        names(&some),
+        ["localhost/fleet/server", "localhost/fleet/cli"]
+    );
+    // Default members of which none asks for an image (two libraries): said, with the way out.
+    let lib = ws.join("services/lib");
+    std::fs::create_dir_all(lib.join("src")).unwrap();
+    std::fs::write(
+        lib.join("Cargo.toml"),
+        "[package]\nname = \"lib\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(lib.join("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        &manifest,
+        with_defaults(r#""common", "services/lib""#).replace(
+            r#"members = ["common", "#,
+            r#"members = ["common", "services/lib", "#,
+        ),
+    )
+    .unwrap();
+    assert!(cargo_builds(&ws).is_empty());
     fails_with_2(
         run(oci_in(&ws, &ws, &args(&["build", "--no-build"]))),
-        &["virtual workspace", "--workspace"],
+        &["(common, lib)", "asks for an image", "-p NAME"],
     );
+}
+
+/// The packages whose binaries `cargo build` builds in `ws` with no package flags, by name,
+/// sorted.
+fn cargo_builds(ws: &Path) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = ok(Command::new(cargo)
+        .args(["build", "--release", "--message-format=json", "-q"])
+        .current_dir(ws)
+        .env("CARGO_TARGET_DIR", ws.join("target")));
+    // `path+file:///…/ws/services/billing#1.2.0`, or `…#name@1.0.0` when the directory's name
+    // is not the package's.
+    let name = |id: &str| {
+        let (url, fragment) = id.split_once('#').unwrap_or((id, ""));
+        match fragment.split_once('@') {
+            Some((n, _)) => n.to_string(),
+            None => url.rsplit('/').next().unwrap_or(url).to_string(),
+        }
+    };
+    let mut built: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact")
+        .filter(|v| {
+            v["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|v| v["package_id"].as_str().map(str::to_string))
+        .filter(|id| id.starts_with("path+file://"))
+        .map(|id| name(&id))
+        .collect();
+    built.sort();
+    built.dedup();
+    built
 }
 
 #[test]

@@ -66,10 +66,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Picks the packages images are built from, as cargo picks what it builds: `--workspace`
-/// (every member with `[package.metadata.oci]`, or with a binary when the workspace sets
-/// `all-binaries = true`) minus `--exclude`; else each `-p` spec; else the package of the
-/// manifest cargo reads (the current directory's, or `--manifest-path`). Members in workspace
-/// order, each once.
+/// (every member that asks for an image: with `[package.metadata.oci]`, or with a binary when
+/// the workspace sets `all-binaries = true`) minus `--exclude`; else each `-p` spec; else, at the
+/// workspace root, cargo's default members (`default-members`, else every member of a virtual
+/// workspace or the root package), of several those that ask for an image; else the package of
+/// the manifest cargo reads (the current directory's, or `--manifest-path`). Members in
+/// workspace order, each once.
 pub fn select_packages<'a>(
     meta: &'a Metadata,
     sel: &Selection,
@@ -101,6 +103,10 @@ pub fn select_packages<'a>(
         }
         Ok(found)
     };
+    let asks_for_image = |p: &&Package| {
+        p.metadata.get("oci").is_some()
+            || (all_binaries && p.targets.iter().any(|t| t.kind.contains(&TargetKind::Bin)))
+    };
     if sel.workspace {
         let excluded = sel
             .exclude
@@ -112,10 +118,7 @@ pub fn select_packages<'a>(
             .iter()
             .copied()
             .filter(|p| !excluded.iter().any(|e| e.id == p.id))
-            .filter(|p| {
-                p.metadata.get("oci").is_some()
-                    || (all_binaries && p.targets.iter().any(|t| t.kind.contains(&TargetKind::Bin)))
-            })
+            .filter(asks_for_image)
             .collect();
         if chosen.is_empty() {
             return Err(UsageError::new(format!(
@@ -140,6 +143,11 @@ pub fn select_packages<'a>(
         return Ok(chosen);
     }
     if let Some(manifest) = current_manifest(sel) {
+        let root = meta.workspace_root.join("Cargo.toml");
+        if same_file(root.as_std_path(), &manifest) && meta.workspace_default_members.is_available()
+        {
+            return default_members(meta, asks_for_image);
+        }
         if let Some(p) = members
             .iter()
             .find(|p| same_file(p.manifest_path.as_std_path(), &manifest))
@@ -156,6 +164,36 @@ pub fn select_packages<'a>(
         names()
     ))
     .hint("choose with -p NAME (repeatable) or --workspace, or run from a package's directory"))
+}
+
+/// What `cargo build` builds at the workspace root with no package flags: the default members
+/// (`default-members`, else every member of a virtual workspace, else the root package); of
+/// several, those that ask for an image, as with `--workspace`.
+fn default_members<'a>(
+    meta: &'a Metadata,
+    asks_for_image: impl Fn(&&'a Package) -> bool,
+) -> Result<Vec<&'a Package>, UsageError> {
+    let defaults = meta.workspace_default_packages();
+    if defaults.len() <= 1 {
+        return Ok(defaults);
+    }
+    let names = defaults
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let chosen: Vec<&Package> = defaults.into_iter().filter(asks_for_image).collect();
+    if chosen.is_empty() {
+        return Err(UsageError::new(format!(
+            "{}: none of the packages `cargo build` builds here ({names}) asks for an image",
+            meta.workspace_root.join("Cargo.toml")
+        ))
+        .hint(
+            "choose with -p NAME, add [package.metadata.oci] to the service packages, or set \
+             `all-binaries = true` in [workspace.metadata.oci]",
+        ));
+    }
+    Ok(chosen)
 }
 
 /// Whether a package ID specification (`cargo help pkgid`) names `p`: `name`, `name@version`

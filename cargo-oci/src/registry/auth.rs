@@ -1,6 +1,8 @@
 //! Registry credentials and challenges: finds the credential for a registry (the
 //! `CARGO_OCI_REGISTRY_USER`/`_PASSWORD` variables, then containers' `auth.json` where podman
-//! keeps it, then Docker's `config.json` with its credential helpers, else anonymous), parses `WWW-Authenticate` challenges and fetches bearer tokens.
+//! keeps it, then Docker's `config.json` with its credential helpers, else anonymous) and says at
+//! `-v` which source it used ([`resolve`], for pushes and base-image pulls alike); parses
+//! `WWW-Authenticate` challenges.
 //!
 //! Reading the config files and running `docker-credential-*` helpers is the `docker_credential`
 //! crate's job; the challenge parser is small and written here because no well-kept crate does
@@ -10,6 +12,8 @@
 use std::fmt;
 
 use base64::Engine;
+
+use crate::util::reporter::Reporter;
 
 /// A secret with the place it came from.
 #[derive(Clone)]
@@ -95,6 +99,30 @@ pub fn lookup(registry: &str) -> Result<Option<Credential>, String> {
         }
     }
     from_docker_config(registry)
+}
+
+/// The credential a request to `registry` uses: `given` (from the command line) when there is
+/// one, else [`lookup`]'s; and says at `-v` which it is and where it came from (the variables,
+/// the auth file's path, Docker's config.json or the credential helper it names), or that the
+/// request is anonymous and where no credential was found.
+pub fn resolve(
+    registry: &str,
+    given: Option<&Credential>,
+    report: &Reporter,
+) -> anyhow::Result<Option<Credential>> {
+    let credential = match given {
+        Some(c) => Some(c.clone()),
+        None => lookup(registry)
+            .map_err(|m| anyhow::anyhow!("cannot read the credentials for {registry}: {m}"))?,
+    };
+    match &credential {
+        Some(c) => report.detail(&format!("credentials for {registry}: {}", c.describe())),
+        None => report.detail(&format!(
+            "no credentials for {registry} (looked in {}): anonymous",
+            places()
+        )),
+    }
+    Ok(credential)
 }
 
 /// Where [`lookup`] looks, for messages about an anonymous request.
@@ -189,10 +217,46 @@ fn from_auth_file(path: &std::path::Path, registry: &str) -> Result<Option<Crede
     Ok(None)
 }
 
+/// Docker's config.json as the `docker_credential` crate finds it: `$DOCKER_CONFIG/config.json`,
+/// else `$HOME/.docker/config.json`.
+fn docker_config_path() -> Option<std::path::PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    env("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|h| std::path::PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
 fn docker_config_name() -> String {
-    std::env::var_os("DOCKER_CONFIG")
-        .map(|p| format!("{}/config.json", p.to_string_lossy()))
+    docker_config_path()
+        .map(|p| p.display().to_string())
         .unwrap_or_else(|| "~/.docker/config.json".into())
+}
+
+/// Where Docker's config.json gave the credential for `key` from: its own `auths`, or the
+/// credential helper it names (`credHelpers` for that registry, else `credsStore`), as the
+/// `docker_credential` crate chooses.
+fn docker_source(config: &[u8], key: &str, path: &str) -> String {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(config) else {
+        return path.to_string();
+    };
+    let helper = |h: &str| format!("the credential helper `docker-credential-{h}` named in {path}");
+    if let Some(h) = v["credHelpers"][key].as_str() {
+        return helper(h);
+    }
+    let store = v["credsStore"].as_str().map(str::to_string);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("credsStore");
+        o.remove("credHelpers");
+    }
+    let plain = serde_json::to_vec(&v).unwrap_or_default();
+    match (
+        docker_credential::get_credential_from_reader(plain.as_slice(), key),
+        store,
+    ) {
+        (Err(_), Some(s)) => helper(&s),
+        _ => path.to_string(),
+    }
 }
 
 /// The credential for `registry` in Docker's config.json, or its credential helpers.
@@ -201,7 +265,12 @@ fn from_docker_config(registry: &str) -> Result<Option<Credential>, String> {
     let docker_json = docker_config_name();
     for key in server_keys(registry) {
         match docker_credential::get_credential(&key) {
-            Ok(c) => return Ok(Some(convert(c, docker_json))),
+            Ok(c) => {
+                let config = docker_config_path()
+                    .and_then(|p| std::fs::read(p).ok())
+                    .unwrap_or_default();
+                return Ok(Some(convert(c, docker_source(&config, &key, &docker_json))));
+            }
             Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {}
             // A store (`credsStore`) that has nothing for this registry: anonymous.
             Err(E::HelperFailure { stdout, stderr, .. })
@@ -425,6 +494,20 @@ mod tests {
         assert!(from_auth_file(&path, "other.example").unwrap().is_none());
         std::fs::write(&path, "not json").unwrap();
         assert!(from_auth_file(&path, "127.0.0.1:5000").is_err());
+    }
+
+    #[test]
+    fn docker_sources_name_the_helper_or_the_file() {
+        let path = "/h/.docker/config.json";
+        let auths = br#"{"auths":{"r.example":{"auth":"YW5uOnB3"}},"credsStore":"desktop"}"#;
+        assert_eq!(docker_source(auths, "r.example", path), path);
+        assert_eq!(
+            docker_source(auths, "other.example", path),
+            "the credential helper `docker-credential-desktop` named in /h/.docker/config.json"
+        );
+        let helpers = br#"{"auths":{"r.example":{"auth":"YW5uOnB3"}},"credHelpers":{"r.example":"ecr-login"}}"#;
+        assert!(docker_source(helpers, "r.example", path).contains("docker-credential-ecr-login"));
+        assert_eq!(docker_source(b"{}", "r.example", path), path);
     }
 
     #[test]

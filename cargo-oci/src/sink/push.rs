@@ -289,25 +289,13 @@ pub(crate) fn connect(
     Ok(client)
 }
 
-/// The credential for `registry`: the one given, else the credential stores'.
+/// The credential for `registry`: the one given, else the credential stores' (said at `-v`).
 pub(crate) fn credential_for(
     registry: &str,
     req: &PushRequest,
     report: &Reporter,
 ) -> Result<Option<Credential>> {
-    let credential = match &req.credential {
-        Some(c) => Some(c.clone()),
-        None => auth::lookup(registry)
-            .map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))?,
-    };
-    match &credential {
-        Some(c) => report.detail(&format!("credentials for {registry}: {}", c.describe())),
-        None => report.detail(&format!(
-            "no credentials for {registry} (looked in {}): anonymous",
-            auth::places()
-        )),
-    }
-    Ok(credential)
+    auth::resolve(registry, req.credential.as_ref(), report)
 }
 
 /// The bytes of the blobs that were uploaded, each counted once, however many tries it took.

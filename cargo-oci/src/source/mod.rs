@@ -248,7 +248,7 @@ pub fn load(
             from_docker_archive(&ar, reference.as_deref(), store)
         }
         BaseRef::Registry { name, digest } => {
-            let src = registry::Source::new(name, store, registry);
+            let src = registry::Source::new(name, store, registry, report);
             src.manifest(digest)
                 .and_then(|(_, manifest)| from_manifest(&src, manifest, architecture, store, 0))
         }

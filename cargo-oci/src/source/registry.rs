@@ -7,42 +7,46 @@
 //! is removed, fetched again and reported as a repair), and a build whose base is all in the
 //! store does not reach the registry at all.
 //!
-//! Credentials: those `push` finds ([`auth::lookup`]: `CARGO_OCI_REGISTRY_USER` /
+//! Credentials: those `push` finds ([`auth::resolve`]: `CARGO_OCI_REGISTRY_USER` /
 //! `CARGO_OCI_REGISTRY_PASSWORD`, containers' auth.json, Docker's config.json and its credential
-//! helpers), else anonymous; tokens are asked for the repository's `pull` scope only.
+//! helpers), else anonymous, with the source said at `-v` as `push` says it; tokens are asked
+//! for the repository's `pull` scope only.
 
 use std::cell::OnceCell;
 use std::io::Read;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{Blobs, MAX_JSON};
 use crate::oci::digest::Digest;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
-use crate::registry::auth::{self, Credential};
+use crate::registry::auth;
 use crate::registry::{Client, ClientOptions};
+use crate::util::reporter::Reporter;
 
 /// A registry repository as a source of blobs, connected on first need.
 pub struct Source<'a> {
     name: &'a ImageName,
     store: &'a Store,
     opts: &'a ClientOptions,
+    report: &'a Reporter,
     client: OnceCell<Client>,
 }
 
-/// The credential `push` would use for `registry` (see [`auth::lookup`]).
-fn credential(registry: &str) -> Result<Option<Credential>> {
-    auth::lookup(registry).map_err(|m| anyhow!("cannot read the credentials for {registry}: {m}"))
-}
-
 impl<'a> Source<'a> {
-    pub fn new(name: &'a ImageName, store: &'a Store, opts: &'a ClientOptions) -> Source<'a> {
+    pub fn new(
+        name: &'a ImageName,
+        store: &'a Store,
+        opts: &'a ClientOptions,
+        report: &'a Reporter,
+    ) -> Source<'a> {
         Source {
             name,
             store,
             opts,
+            report,
             client: OnceCell::new(),
         }
     }
@@ -54,7 +58,8 @@ impl<'a> Source<'a> {
         }
         let registry = &self.name.registry;
         let scopes = vec![format!("repository:{}:pull", self.name.repository)];
-        let mut client = Client::new(registry, credential(registry)?, scopes, self.opts.clone())?
+        let credential = auth::resolve(registry, None, self.report)?;
+        let mut client = Client::new(registry, credential, scopes, self.opts.clone())?
             .with_login_hint(format!(
                 "log in with `docker login {registry}` or `podman login {registry}`, or set \
                  CARGO_OCI_REGISTRY_USER and CARGO_OCI_REGISTRY_PASSWORD"
