@@ -359,7 +359,7 @@ pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> R
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
-    let jobs: Mutex<Vec<(usize, Configured, Vec<Artifact>, EarlyCrates)>> = Mutex::new(
+    let jobs: Mutex<Vec<Job>> = Mutex::new(
         jobs.into_iter()
             .enumerate()
             .map(|(i, (c, a, e))| (i, c, a, e))
@@ -393,6 +393,9 @@ pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> R
 
 /// The crate lists of an image resolved ahead, by target.
 type EarlyCrates = Vec<(String, Vec<sbom::Crate>)>;
+
+/// One image to assemble: its place in the command's order, its configuration, its executables.
+type Job = (usize, Configured, Vec<Artifact>, EarlyCrates);
 
 /// The crate lists of every image for the targets it is about to be built for (cargo's default
 /// target: the host's). Each is resolved with `--locked`, so that cargo never rewrites
