@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64_decode::decode;
-use cargo_oci_tests::registry::Registry;
+use cargo_oci_tests::registry::{http, Registry};
 use cargo_oci_tests::*;
 
 mod base64_decode {
@@ -199,4 +199,313 @@ fn bad_keys_are_refused_before_anything_is_pushed() {
     let o = run(push(&example("http-hello"), &dest, &[])
         .env("CARGO_OCI_SIGN_KEY", tmp.path().join("missing.key")));
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// Every signature the registry at `addr` serves for `subject` in `repo` (under
+/// `sha256-<hex>.sig`): each payload and its DER signature, in the manifest's order.
+fn served_signatures(addr: &str, repo: &str, subject: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let get = |path: &str, accept: &str| {
+        let (status, _, body) = http(addr, "GET", path, &[("Accept", accept)]).expect("an answer");
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        body
+    };
+    let tag = format!("sha256-{}.sig", subject.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&get(
+        &format!("/v2/{repo}/manifests/{tag}"),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .expect("the signature manifest is JSON");
+    let config: serde_json::Value = serde_json::from_slice(&get(
+        &format!(
+            "/v2/{repo}/blobs/{}",
+            manifest["config"]["digest"].as_str().expect("config")
+        ),
+        "*/*",
+    ))
+    .expect("the config is JSON");
+    let layers = manifest["layers"].as_array().expect("layers");
+    // cosign's config names each payload as a diff.
+    let diff_ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
+    assert_eq!(
+        config["rootfs"]["diff_ids"]
+            .as_array()
+            .expect("diff_ids")
+            .iter()
+            .collect::<Vec<_>>(),
+        diff_ids,
+        "{config}"
+    );
+    layers
+        .iter()
+        .map(|l| {
+            assert_eq!(
+                l["mediaType"],
+                "application/vnd.dev.cosign.simplesigning.v1+json"
+            );
+            let payload = get(
+                &format!("/v2/{repo}/blobs/{}", l["digest"].as_str().expect("digest")),
+                "*/*",
+            );
+            let sig = decode(
+                l["annotations"]["dev.cosignproject.cosign/signature"]
+                    .as_str()
+                    .expect("signature annotation"),
+            );
+            (payload, sig)
+        })
+        .collect()
+}
+
+/// Whether `public` verifies `sig` over `payload` (openssl, through files in `dir`).
+fn verifies(dir: &Path, public: &Path, payload: &[u8], sig: &[u8]) -> bool {
+    let name = unique("v");
+    let (p, s) = (
+        dir.join(format!("{name}.payload")),
+        dir.join(format!("{name}.sig")),
+    );
+    std::fs::write(&p, payload).unwrap();
+    std::fs::write(&s, sig).unwrap();
+    openssl_verify(public, &s, &p)
+}
+
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    ok(cargo_oci(dir, &["keygen", "--key"])
+        .arg(&key)
+        .arg("--pub")
+        .arg(&public));
+    (key, public)
+}
+
+/// The signed digest a payload names.
+fn signed_digest(payload: &[u8]) -> String {
+    let p: serde_json::Value = serde_json::from_slice(payload).expect("the payload is JSON");
+    p["critical"]["image"]["docker-manifest-digest"]
+        .as_str()
+        .expect("docker-manifest-digest")
+        .to_string()
+}
+
+#[test]
+fn a_second_key_adds_its_signature_and_keeps_the_first() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if tool("openssl").is_none() {
+        return;
+    }
+    let b = built("http-hello");
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, p1) = keygen(tmp.path(), "one");
+    let (k2, p2) = keygen(tmp.path(), "two");
+    let repo = "team/twice";
+    let dest = format!("{}/{repo}", reg.addr);
+    for key in [&k1, &k2, &k1] {
+        let out = ok(push(
+            &example("http-hello"),
+            &dest,
+            &["--message-format", "json", "--no-attach-sbom", "--sign"],
+        )
+        .arg(key));
+        let j = results(&out).remove(0);
+        let own = &j["signatures"][0];
+        assert_eq!(own["subject"], b.digest.as_str(), "{j}");
+        assert_eq!(j["signature"], own["tag"], "{j}");
+    }
+    // Two signatures (the repeat with the first key added none), each verified by its own key.
+    let sigs = served_signatures(&reg.addr, repo, &b.digest);
+    assert_eq!(sigs.len(), 2, "one layer per signature");
+    for ((payload, sig), (public, other)) in sigs.iter().zip([(&p1, &p2), (&p2, &p1)]) {
+        assert_eq!(signed_digest(payload), b.digest);
+        assert!(
+            verifies(tmp.path(), public, payload, sig),
+            "its key verifies it"
+        );
+        assert!(
+            !verifies(tmp.path(), other, payload, sig),
+            "the other key does not"
+        );
+    }
+}
+
+#[test]
+fn a_signed_two_platform_push_signs_the_index_and_each_platform() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if tool("openssl").is_none() || tool("aarch64-linux-gnu-gcc").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(tmp.path(), "multi");
+    let (_, other) = keygen(tmp.path(), "other");
+    let repo = "multi/signed";
+    let dest = format!("{}/{repo}", reg.addr);
+    let mut c = cargo_oci(
+        &example("tls-zlib"),
+        &[
+            "push",
+            "--release",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--to",
+            &dest,
+            "--message-format",
+            "json",
+            "--sign",
+        ],
+    );
+    c.arg(&key).stdin(Stdio::null());
+    let j = results(&ok(c)).remove(0);
+    let index = j["digest"].as_str().expect("digest").to_string();
+    let platforms: Vec<String> = j["platforms"]
+        .as_array()
+        .expect("platforms")
+        .iter()
+        .map(|p| p["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(platforms.len(), 2, "{j}");
+    assert_eq!(
+        j["signature"],
+        format!("sha256-{}.sig", index.trim_start_matches("sha256:")),
+        "{j}"
+    );
+    let listed: Vec<&str> = j["signatures"]
+        .as_array()
+        .expect("signatures")
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap())
+        .collect();
+    for subject in std::iter::once(&index).chain(&platforms) {
+        assert!(listed.contains(&subject.as_str()), "{subject}: {j}");
+        let sigs = served_signatures(&reg.addr, repo, subject);
+        assert_eq!(sigs.len(), 1, "{subject}");
+        let (payload, sig) = &sigs[0];
+        assert_eq!(&signed_digest(payload), subject);
+        assert!(verifies(tmp.path(), &public, payload, sig), "{subject}");
+        assert!(!verifies(tmp.path(), &other, payload, sig), "{subject}");
+    }
+    // Each attached SBOM artifact is signed too, by the same key.
+    let attached = j["attached"].as_array().expect("attached");
+    assert!(!attached.is_empty(), "{j}");
+    for a in attached {
+        let digest = a["digest"].as_str().expect("artifact digest");
+        assert_eq!(a["signature"]["subject"], digest, "{a}");
+        let sigs = served_signatures(&reg.addr, repo, digest);
+        assert_eq!(sigs.len(), 1, "{a}");
+        assert_eq!(signed_digest(&sigs[0].0), digest);
+        assert!(verifies(tmp.path(), &public, &sigs[0].0, &sigs[0].1), "{a}");
+    }
+}
+
+#[test]
+fn the_metadata_names_the_key_and_sign_takes_precedence() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if tool("openssl").is_none() || tool("skopeo").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    copy_example("http-hello", &dir);
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let (meta_key, meta_pub) = keygen(&dir.join("keys"), "meta");
+    let (flag_key, flag_pub) = keygen(tmp.path(), "flag");
+    let manifest = dir.join("Cargo.toml");
+    let toml = std::fs::read_to_string(&manifest).unwrap();
+    let with_key = |key: &str| {
+        std::fs::write(
+            &manifest,
+            toml.replace(
+                "[package.metadata.oci]\n",
+                &format!("[package.metadata.oci]\nsign-key = \"{key}\"\n"),
+            ),
+        )
+        .unwrap()
+    };
+    let push_here = |repo: &str, extra: &[&str]| {
+        let dest = format!("{}/{repo}", reg.addr);
+        let mut c = cargo_oci(
+            &dir,
+            &[
+                "push",
+                "--release",
+                "--to",
+                &dest,
+                "--no-attach-sbom",
+                "--message-format",
+                "json",
+            ],
+        );
+        c.args(extra)
+            .stdin(Stdio::null())
+            .env_remove("CARGO_OCI_SIGN_KEY");
+        c
+    };
+
+    // The metadata's key, relative to the package directory.
+    with_key("keys/meta.key");
+    let j = results(&ok(push_here("meta/signed", &[]))).remove(0);
+    let digest = j["digest"].as_str().unwrap().to_string();
+    let sigs = served_signatures(&reg.addr, "meta/signed", &digest);
+    assert_eq!(sigs.len(), 1);
+    assert!(verifies(tmp.path(), &meta_pub, &sigs[0].0, &sigs[0].1));
+
+    // --sign, then CARGO_OCI_SIGN_KEY, win over it.
+    let mut flagged = push_here("meta/flagged", &["--sign"]);
+    flagged.arg(&flag_key);
+    let mut from_env = push_here("meta/env", &[]);
+    from_env.env("CARGO_OCI_SIGN_KEY", &flag_key);
+    for (repo, cmd) in [("meta/flagged", flagged), ("meta/env", from_env)] {
+        ok(cmd);
+        let sigs = served_signatures(&reg.addr, repo, &digest);
+        assert_eq!(sigs.len(), 1, "{repo}");
+        assert!(
+            verifies(tmp.path(), &flag_pub, &sigs[0].0, &sigs[0].1),
+            "{repo}"
+        );
+        assert!(
+            !verifies(tmp.path(), &meta_pub, &sigs[0].0, &sigs[0].1),
+            "{repo}"
+        );
+    }
+
+    // A missing or encrypted metadata key: exit 2 before anything is built or pushed.
+    let encrypted = dir.join("keys/enc.key");
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "openssl pkcs8 -topk8 -in {} -v2 aes-256-cbc -passout pass:pw -out {}",
+        meta_key.display(),
+        encrypted.display()
+    )));
+    for (key, says) in [
+        ("keys/missing.key", "cannot read the key"),
+        ("keys/enc.key", "encrypted key"),
+    ] {
+        with_key(key);
+        let o = run(push_here("meta/refused", &[]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{key}: {err}");
+        assert!(
+            err.contains("sign-key") && err.contains(says),
+            "{key}: {err}"
+        );
+        assert!(err.contains("help:"), "{err}");
+        assert!(
+            !err.contains("Compiling") && !err.contains("Pushing"),
+            "nothing built or pushed: {err}"
+        );
+    }
+    let o = run(Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/meta/refused", reg.addr)));
+    assert!(!o.status.success(), "the repository got nothing");
 }

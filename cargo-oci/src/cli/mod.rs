@@ -444,11 +444,18 @@ fn push_request(
         jobs: usize::from(a.upload_jobs),
         chunk_size: a.chunk_size,
         cache_dir: conf.oci_dir(),
-        sign: a
-            .sign
-            .as_deref()
-            .map(crate::sink::sign::SignKey::read)
-            .transpose()?,
+        // `--sign` (or CARGO_OCI_SIGN_KEY), else the metadata's `sign-key`; read before any build.
+        sign: match (&a.sign, &conf.spec.sign_key) {
+            (Some(key), _) => Some(crate::sink::sign::SignKey::read(key)?),
+            (None, Some(key)) => Some(crate::sink::sign::SignKey::read_from(
+                key,
+                &format!(
+                    "sign-key in [package.metadata.oci] of {}",
+                    conf.spec.build.manifest_path.display()
+                ),
+            )?),
+            (None, None) => None,
+        },
         attach_sbom: !a.no_attach_sbom,
     })
 }

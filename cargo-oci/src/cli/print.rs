@@ -45,7 +45,9 @@ pub(super) fn print_pushed(p: &Pushed, built: &Built, format: MessageFormat, rep
                 "references": img.tags.iter().map(|t| p.name.with_tag(t)).collect::<Vec<_>>(),
                 "size": img.layers.iter().map(|l| l.blob.size).sum::<u64>() + img.config.size,
                 "uploaded_bytes": p.uploaded_bytes,
-                "signature": p.signature,
+                "signature": own_signature(p, &img.manifest.digest),
+                "signatures": p.signatures,
+                "attached": p.attached,
                 "blobs": {
                     "uploaded": p.count(Transfer::Uploaded),
                     "mounted": p.count(Transfer::Mounted),
@@ -59,6 +61,14 @@ pub(super) fn print_pushed(p: &Pushed, built: &Built, format: MessageFormat, rep
         ),
         MessageFormat::Human => outln!("{pinned}"),
     }
+}
+
+/// The tag of the signature of the pushed image or index itself, when signed.
+fn own_signature<'a>(p: &'a Pushed, digest: &crate::oci::digest::Digest) -> Option<&'a str> {
+    p.signatures
+        .iter()
+        .find(|s| s.subject == *digest)
+        .map(|s| s.tag.as_str())
 }
 
 fn print_pushed_index(
@@ -102,6 +112,9 @@ fn print_pushed_index(
                     "digest": i.manifest.digest,
                 })).collect::<Vec<_>>(),
                 "uploaded_bytes": p.uploaded_bytes,
+                "signature": own_signature(p, digest),
+                "signatures": p.signatures,
+                "attached": p.attached,
                 "blobs": {
                     "uploaded": p.count(Transfer::Uploaded),
                     "mounted": p.count(Transfer::Mounted),

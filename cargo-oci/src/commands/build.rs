@@ -66,12 +66,12 @@ pub fn build_and_deliver(
         };
         let mut delivered = Vec::new();
         for sink in &sinks {
-            let done = if indexes.is_empty() {
+            let mut done = if indexes.is_empty() {
                 sink.deliver(&built.store, &picked, report)?
             } else {
                 sink.deliver_index(&built.store, &indexes, &picked, report)?
             };
-            sink.attach(&built.store, &done, &artifacts, report)?;
+            sink.attach(&built.store, &mut done, &artifacts, report)?;
             delivered.push((sink.kind(), done));
         }
         made.push(Made {

@@ -57,6 +57,9 @@ pub struct RawOci {
     /// The file system of each Rust target (`{ "aarch64-unknown-linux-gnu" = "sysroots/arm64" }`),
     /// relative to the package directory.
     pub sysroots: Option<std::collections::BTreeMap<String, String>>,
+    /// The key `push` signs with (relative to the package directory); `--sign` and
+    /// `CARGO_OCI_SIGN_KEY` take precedence.
+    pub sign_key: Option<String>,
 }
 
 /// `[package.metadata.oci.live]` / `.ready`: one of `http`, `tcp`, `exec`, `bin`, and a timeout.
@@ -200,6 +203,7 @@ impl RawOci {
             all_binaries: self.all_binaries.or(defaults.all_binaries),
             platforms: self.platforms.or(defaults.platforms),
             sysroots: self.sysroots.or(defaults.sysroots),
+            sign_key: self.sign_key.or(defaults.sign_key),
         }
     }
 }

@@ -377,6 +377,16 @@ fn image_spec_for(
     }
 
     let sysroots = sysroots(raw, &package_dir).map_err(|m| err("sysroots", m))?;
+    let sign_key = match raw.sign_key.as_deref() {
+        Some("") => Err(err(
+            "sign-key",
+            super::validate::invalid(
+                "the key path is empty",
+                "name the private key file, relative to the package directory",
+            ),
+        ))?,
+        k => k.map(|k| package_dir.join(k)),
+    };
     Ok(ImageSpec {
         build: BuildSpec {
             package: package.name.to_string(),
@@ -433,6 +443,7 @@ fn image_spec_for(
         scanner_metadata: raw.scanner_metadata.unwrap_or(true),
         targets: platform_targets(raw.platforms.as_deref()).map_err(|m| err("platforms", m))?,
         sysroots,
+        sign_key,
     })
 }
 

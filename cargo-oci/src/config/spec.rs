@@ -95,6 +95,8 @@ pub struct ImageSpec {
     pub targets: Vec<String>,
     /// `sysroots`: the file system of a Rust target, where its closure is resolved (absolute).
     pub sysroots: std::collections::BTreeMap<String, PathBuf>,
+    /// `sign-key`: the key `push` signs with unless `--sign` names one (absolute).
+    pub sign_key: Option<PathBuf>,
 }
 
 impl ImageSpec {

@@ -4,6 +4,8 @@
 //! or sends `OCI-Subject` when the manifest is put) needs nothing more; for one that does not,
 //! the fallback tag `sha256-<hex>` is kept as an index of the image's referrers: the artifact's
 //! descriptor is added, the entries already there are kept, and a second push adds no duplicate.
+//! With `--sign`, each artifact manifest is signed too. A pushed index takes artifacts as its
+//! platform images do.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -14,7 +16,8 @@ use crate::oci::index::INDEX_MEDIA_TYPE;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::registry::Client;
-use crate::sink::push::{connect, credential_for, upload_missing, PushRequest, Pushed};
+use crate::sink::push::{Attached, PushRequest, Pushed};
+use crate::sink::signature_push::{push_signature, upload_missing};
 use crate::util::reporter::Reporter;
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -36,70 +39,66 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
-/// How the registry learnt of an attached artifact.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Indexed {
-    /// The registry indexes referrers itself (referrers API or `OCI-Subject`).
-    ByRegistry,
-    /// The fallback tag lists it (now, or already did).
-    FallbackTag(String),
+/// A manifest or index an artifact can be attached to.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub digest: &'a Digest,
+    pub size: u64,
+    pub media_type: &'a str,
 }
 
-/// Attaches each artifact to the pushed image it describes (an image of `pushed`, or a platform
-/// image of a pushed index); artifacts for images not pushed here are left alone.
+/// Attaches each artifact to the pushed image it describes (an image of `pushed`, a pushed index,
+/// or a platform image of one), through the connection its push used; artifacts for images not
+/// pushed here are left alone. What is attached is recorded in each [`Pushed`].
 pub fn attach_all(
     store: &Store,
-    pushed: &[Pushed],
+    pushed: &mut [Pushed],
     artifacts: &[Artifact],
     req: &PushRequest,
     report: &Reporter,
-) -> Result<Vec<(Digest, Indexed)>> {
-    let mut done = Vec::new();
+) -> Result<()> {
     for p in pushed {
+        let mut subjects: Vec<Subject> = Vec::new();
+        if let Some(index) = &p.index {
+            subjects.push(Subject {
+                digest: &index.blob.digest,
+                size: index.blob.size,
+                media_type: INDEX_MEDIA_TYPE,
+            });
+        }
         let images: Vec<&Image> = match &p.index {
             Some(index) => index.images.iter().collect(),
             None => vec![&p.image],
         };
-        let ours: Vec<(&Image, &Artifact)> = images
-            .iter()
-            .flat_map(|i| {
-                artifacts
-                    .iter()
-                    .filter(|a| a.subject == i.manifest.digest)
-                    .map(move |a| (*i, a))
-            })
-            .collect();
-        if ours.is_empty() {
-            continue;
+        subjects.extend(images.iter().map(|i| Subject {
+            digest: &i.manifest.digest,
+            size: i.manifest.size,
+            media_type: MANIFEST_MEDIA_TYPE,
+        }));
+        let client = &*p.client.0;
+        let mut attached = Vec::new();
+        for subject in subjects {
+            for artifact in artifacts.iter().filter(|a| a.subject == *subject.digest) {
+                let done = attach(store, client, &p.name, subject, artifact, req, report)
+                    .with_context(|| {
+                        format!(
+                            "{}@{} is pushed with its tags, but its {} could not be attached; run the push again",
+                            p.name, subject.digest, artifact.media_type
+                        )
+                    })?;
+                attached.push(done);
+            }
         }
-        let registry = p.name.registry.as_str();
-        let repo = p.name.repository.as_str();
-        let credential = credential_for(registry, req, report)?;
-        let client = connect(
-            registry,
-            credential,
-            vec![format!("repository:{repo}:pull,push")],
-            req,
-        )?;
-        for (image, artifact) in ours {
-            let how = attach(store, &client, &p.name, image, artifact, req, report)
-                .with_context(|| {
-                    format!(
-                        "{}@{} is pushed with its tags, but its {} could not be attached; run the push again",
-                        p.name, image.manifest.digest, artifact.media_type
-                    )
-                })?;
-            done.push((image.manifest.digest.clone(), how));
-        }
+        p.attached.extend(attached);
     }
-    Ok(done)
+    Ok(())
 }
 
 /// The artifact manifest of `artifact` for `subject`, with `config` (the empty blob) and `layer`
 /// (the artifact's blob) as stored.
 pub fn manifest(
     artifact: &Artifact,
-    subject: &Image,
+    subject: Subject,
     config: (&Digest, u64),
     layer: (&Digest, u64),
 ) -> Result<Vec<u8>> {
@@ -120,9 +119,9 @@ pub fn manifest(
             "annotations": { TITLE: artifact.title },
         }],
         "subject": {
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": subject.manifest.digest.as_str(),
-            "size": subject.manifest.size,
+            "mediaType": subject.media_type,
+            "digest": subject.digest.as_str(),
+            "size": subject.size,
         },
         "annotations": { TITLE: artifact.title },
     }))?)
@@ -137,11 +136,11 @@ fn attach(
     store: &Store,
     client: &Client,
     name: &ImageName,
-    subject: &Image,
+    subject: Subject,
     artifact: &Artifact,
     req: &PushRequest,
     report: &Reporter,
-) -> Result<Indexed> {
+) -> Result<Attached> {
     let repo = name.repository.as_str();
     let config = store.put(EMPTY)?;
     let layer = store.put(&artifact.bytes)?;
@@ -159,14 +158,13 @@ fn attach(
         .context("the artifact manifest was not pushed")?;
     let shown = format!(
         "{} to {name}@{} ({digest})",
-        artifact.media_type, subject.manifest.digest
+        artifact.media_type, subject.digest
     );
-    if answered.is_some() {
+    let fallback_tag = if answered.is_some() {
         report.status("Attached", &format!("{shown}; the registry indexes it"));
-        return Ok(Indexed::ByRegistry);
-    }
-    if client
-        .referrers(repo, &subject.manifest.digest)
+        None
+    } else if client
+        .referrers(repo, subject.digest)
         .context("the registry's referrers API could not be asked")?
         .is_some()
     {
@@ -174,34 +172,50 @@ fn attach(
             "Attached",
             &format!("{shown}; the registry's referrers API lists it"),
         );
-        return Ok(Indexed::ByRegistry);
-    }
-    let tag = fallback_tag(&subject.manifest.digest);
-    let existing = client
-        .get_manifest_ref(repo, &tag, INDEX_MEDIA_TYPE)
-        .with_context(|| format!("the fallback tag `{tag}` could not be read"))?;
-    let descriptor = json!({
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "digest": digest.as_str(),
-        "size": stored.size,
-        "artifactType": artifact.media_type,
-        "annotations": { TITLE: artifact.title },
-    });
-    match add_referrer(existing.as_deref(), descriptor)
-        .with_context(|| format!("{name}:{tag} is not an index of referrers"))?
-    {
-        None => report.status("Attached", &format!("{shown}; `{tag}` lists it already")),
-        Some(index) => {
-            let index_digest = Digest::of(&index);
-            client
-                .put_manifest(repo, &tag, INDEX_MEDIA_TYPE, &index, &index_digest)
-                .with_context(|| {
-                    format!("the artifact is pushed, but the fallback tag `{tag}` was not updated")
-                })?;
-            report.status("Attached", &format!("{shown}; listed under `{tag}`"));
+        None
+    } else {
+        let tag = fallback_tag(subject.digest);
+        let existing = client
+            .get_manifest_ref(repo, &tag, INDEX_MEDIA_TYPE)
+            .with_context(|| format!("the fallback tag `{tag}` could not be read"))?;
+        let descriptor = json!({
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": digest.as_str(),
+            "size": stored.size,
+            "artifactType": artifact.media_type,
+            "annotations": { TITLE: artifact.title },
+        });
+        match add_referrer(existing.as_deref(), descriptor)
+            .with_context(|| format!("{name}:{tag} is not an index of referrers"))?
+        {
+            None => report.status("Attached", &format!("{shown}; `{tag}` lists it already")),
+            Some(index) => {
+                let index_digest = Digest::of(&index);
+                client
+                    .put_manifest(repo, &tag, INDEX_MEDIA_TYPE, &index, &index_digest)
+                    .with_context(|| {
+                        format!(
+                            "the artifact is pushed, but the fallback tag `{tag}` was not updated"
+                        )
+                    })?;
+                report.status("Attached", &format!("{shown}; listed under `{tag}`"));
+            }
         }
-    }
-    Ok(Indexed::FallbackTag(tag))
+        Some(tag)
+    };
+    // The artifact in place and listed: its signature, with `--sign`.
+    let signature = req
+        .sign
+        .as_ref()
+        .map(|key| push_signature(store, client, name, digest, key, req.chunk_size, report))
+        .transpose()?;
+    Ok(Attached {
+        subject: subject.digest.clone(),
+        artifact_type: artifact.media_type.clone(),
+        digest: digest.clone(),
+        fallback_tag,
+        signature,
+    })
 }
 
 /// The referrers index with `descriptor` added to `existing` (none: a new index); `None` when

@@ -13,6 +13,7 @@ pub mod load;
 pub mod push;
 pub mod push_index;
 pub mod sign;
+pub mod signature_push;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,11 +44,12 @@ pub trait Sink {
     }
 
     /// After [`Sink::deliver`]: attaches `artifacts` (the images' SBOMs) to the images it
-    /// delivered, where the destination keeps such things (a registry).
+    /// delivered, where the destination keeps such things (a registry), and records them in
+    /// `delivered`.
     fn attach(
         &self,
         _store: &Store,
-        _delivered: &Delivered,
+        _delivered: &mut Delivered,
         _artifacts: &[attach::Artifact],
         _report: &Reporter,
     ) -> Result<()> {

@@ -20,6 +20,7 @@ use crate::oci::store::Store;
 use crate::registry::auth::{self, Credential};
 use crate::registry::{BlobFile, Client, ClientOptions, Mount};
 use crate::sink::sign;
+use crate::sink::signature_push::{push_signature, Signed};
 use crate::util::reporter::Reporter;
 
 /// The OCI image manifest media type, as the image module writes it.
@@ -62,8 +63,37 @@ pub struct Pushed {
     pub uploaded_bytes: u64,
     /// For a multi-platform image: the index pushed after its platforms' (first in `image`).
     pub index: Option<crate::oci::index::Index>,
-    /// The tag of the signature pushed for it (`sha256-<hex>.sig`), when signed.
-    pub signature: Option<String>,
+    /// The signatures pushed (with `--sign`): the image's (or the index's) first, then each
+    /// platform image's of an index.
+    pub signatures: Vec<Signed>,
+    /// The artifacts attached to its images afterwards (SBOMs).
+    pub attached: Vec<Attached>,
+    /// The connection the push used, for what follows it (attached artifacts).
+    pub client: Connection,
+}
+
+/// An artifact attached to a pushed image (an SBOM), as the push's result lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attached {
+    /// The manifest (or index) it is attached to.
+    pub subject: Digest,
+    pub artifact_type: String,
+    /// The digest of the artifact manifest.
+    pub digest: Digest,
+    /// The fallback tag that lists it; none when the registry indexes referrers itself.
+    pub fallback_tag: Option<String>,
+    /// Its signature, with `--sign`.
+    pub signature: Option<Signed>,
+}
+
+/// A registry connection, shared by a push and the steps after it.
+#[derive(Clone)]
+pub struct Connection(pub std::sync::Arc<Client>);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connection({})", self.0.registry)
+    }
 }
 
 impl Pushed {
@@ -211,65 +241,24 @@ pub fn push_image(
         ));
     }
     // Only now, with the image and its tags in place, its signature.
-    let signature = (req.sign.as_ref())
-        .map(|key| push_signature(store, &client, name, image, key, req, report))
-        .transpose()?;
+    let signatures = (req.sign.as_ref())
+        .map(|key| {
+            let d = &image.manifest.digest;
+            push_signature(store, &client, name, d, key, req.chunk_size, report)
+        })
+        .transpose()?
+        .into_iter()
+        .collect();
     Ok(Pushed {
         name: name.clone(),
         image: image.clone(),
         uploaded_bytes: uploaded_bytes(&blobs, &results),
         blobs: results,
         index: None,
-        signature,
+        signatures,
+        attached: Vec::new(),
+        client: Connection(std::sync::Arc::new(client)),
     })
-}
-
-/// Signs the pushed manifest and pushes the signature under `sha256-<hex>.sig`; returns the tag.
-fn push_signature(
-    store: &Store,
-    client: &Client,
-    name: &ImageName,
-    image: &Image,
-    key: &sign::SignKey,
-    req: &PushRequest,
-    report: &Reporter,
-) -> Result<String> {
-    let repo = name.repository.as_str();
-    let reference = format!("{}/{}", name.registry, name.repository);
-    let payload = sign::payload(&reference, &image.manifest.digest)?;
-    let signature = key.sign(&payload);
-    let payload = store.put(&payload)?;
-    let config = store.put(&sign::config(&payload.digest)?)?;
-    upload_missing(client, repo, store, &[&payload, &config], req.chunk_size)?;
-    let manifest_bytes = sign::manifest(
-        (&config.digest, config.size),
-        (&payload.digest, payload.size),
-        &signature,
-    )?;
-    let manifest = store.put(&manifest_bytes)?;
-    let tag = sign::signature_tag(&image.manifest.digest);
-    client
-        .put_manifest(
-            repo,
-            &tag,
-            MANIFEST_MEDIA_TYPE,
-            &manifest_bytes,
-            &manifest.digest,
-        )
-        .with_context(|| {
-            format!(
-                "{name}@{} is pushed, but its signature could not be; run the push again",
-                image.manifest.digest
-            )
-        })?;
-    report.status(
-        "Signed",
-        &format!(
-            "{name}@{} ({tag}, key {})",
-            image.manifest.digest, key.source
-        ),
-    );
-    Ok(tag)
 }
 
 /// A checked connection to `registry` with `scopes`.
@@ -541,29 +530,6 @@ impl KnownBlobs {
         let bytes = serde_json::to_vec(&merged)?;
         crate::util::fs::write_atomic(path, |w| Ok(w.write_all(&bytes)?))
     }
-}
-
-/// Uploads the small blobs of `store` that `repo` does not hold yet (a signature's or an
-/// attached artifact's payload and config).
-pub(crate) fn upload_missing(
-    client: &Client,
-    repo: &str,
-    store: &Store,
-    blobs: &[&crate::oci::store::Blob],
-    chunk_size: u64,
-) -> Result<()> {
-    let sent = AtomicU64::new(0);
-    for b in blobs {
-        if client.blob_size(repo, &b.digest)? != Some(b.size) {
-            let file = BlobFile {
-                digest: b.digest.clone(),
-                size: b.size,
-                path: store.path(&b.digest),
-            };
-            client.upload(repo, &file, None, chunk_size, &sent)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The registry as a sink: an image is pushed by [`push_image`]; a multi-platform image is every
 //! platform's image by digest (blobs, then manifest), then the index by digest, and only then its
-//! tags. A push that fails before the index leaves every tag where it was.
+//! tags. A push that fails before the index leaves every tag where it was. With `--sign`, each
+//! platform image is signed once it is in place, and the index once it and its tags are.
 
 use anyhow::{Context, Result};
 
@@ -8,7 +9,8 @@ use crate::oci::image::Image;
 use crate::oci::index::{Index, INDEX_MEDIA_TYPE};
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
-use crate::sink::push::{connect, credential_for, push_image, PushRequest, Pushed};
+use crate::sink::push::{connect, credential_for, push_image, Connection, PushRequest, Pushed};
+use crate::sink::signature_push::push_signature;
 use crate::sink::{Delivered, Sink};
 use crate::util::reporter::Reporter;
 
@@ -35,7 +37,7 @@ impl Sink for PushRequest {
     fn attach(
         &self,
         store: &Store,
-        delivered: &Delivered,
+        delivered: &mut Delivered,
         artifacts: &[crate::sink::attach::Artifact],
         report: &Reporter,
     ) -> Result<()> {
@@ -77,6 +79,8 @@ pub fn push_index(
 ) -> Result<Pushed> {
     let mut blobs = Vec::new();
     let mut uploaded_bytes = 0;
+    let mut platform_signatures = Vec::new();
+    let mut connection = None;
     for image in &index.images {
         let mut untagged = image.clone();
         untagged.tags.clear();
@@ -88,21 +92,28 @@ pub fn push_index(
                 )
             })?;
         uploaded_bytes += p.uploaded_bytes;
+        platform_signatures.extend(p.signatures);
+        connection.get_or_insert(p.client);
         for b in p.blobs {
             if !blobs.iter().any(|(d, _)| *d == b.0) {
                 blobs.push(b);
             }
         }
     }
-    let registry = name.registry.as_str();
     let repo = name.repository.as_str();
-    let credential = credential_for(registry, req, report)?;
-    let client = connect(
-        registry,
-        credential,
-        vec![format!("repository:{repo}:pull,push")],
-        req,
-    )?;
+    // The platform images' connection (an index lists at least one image).
+    let connection = match connection {
+        Some(c) => c,
+        None => {
+            let registry = name.registry.as_str();
+            let credential = credential_for(registry, req, report)?;
+            let scopes = vec![format!("repository:{repo}:pull,push")];
+            Connection(std::sync::Arc::new(connect(
+                registry, credential, scopes, req,
+            )?))
+        }
+    };
+    let client = &*connection.0;
     let doc = store
         .read(&index.blob)
         .with_context(|| format!("cannot read the index {}", index.blob.digest))?;
@@ -124,6 +135,20 @@ pub fn push_index(
             })?;
         moved.push(tag);
     }
+    // With the index and its tags in place, its signature (each platform image has its own).
+    let mut signatures = Vec::new();
+    if let Some(key) = &req.sign {
+        signatures.push(push_signature(
+            store,
+            client,
+            name,
+            digest,
+            key,
+            req.chunk_size,
+            report,
+        )?);
+    }
+    signatures.extend(platform_signatures);
     blobs.sort();
     Ok(Pushed {
         name: name.clone(),
@@ -131,6 +156,8 @@ pub fn push_index(
         blobs,
         uploaded_bytes,
         index: Some(index.clone()),
-        signature: None,
+        signatures,
+        attached: Vec::new(),
+        client: connection,
     })
 }

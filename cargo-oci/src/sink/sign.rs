@@ -1,17 +1,18 @@
 //! Signatures in cosign's format, made with an ECDSA P-256 key: the simple-signing payload
-//! (naming the repository and the manifest digest) is the one layer of a manifest tagged
+//! (naming the repository and the manifest digest) is a layer of the manifest tagged
 //! `sha256-<hex>.sig` in the image's repository, its base64 DER signature in the layer's
-//! `dev.cosignproject.cosign/signature` annotation. Keys are PEM: PKCS#8 (`PRIVATE KEY`) or SEC1
-//! (`EC PRIVATE KEY`), unencrypted; [`keygen`] makes a pair.
+//! `dev.cosignproject.cosign/signature` annotation; each further signature is one more layer.
+//! Keys are PEM: PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), unencrypted; [`keygen`]
+//! makes a pair.
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::oci::digest::Digest;
 use crate::util::error::UsageError;
@@ -39,11 +40,17 @@ const KEY_HELP: &str = "make a key pair with `cargo oci keygen`, or with openssl
 `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out cosign.key`";
 
 impl SignKey {
-    /// Reads a PEM private key file; refuses what is not an unencrypted ECDSA P-256 key.
+    /// Reads a PEM private key file (`--sign`); refuses what is not an unencrypted ECDSA P-256
+    /// key.
     pub fn read(path: &Path) -> Result<SignKey, UsageError> {
+        SignKey::read_from(path, "--sign")
+    }
+
+    /// [`SignKey::read`], its messages naming `origin`, the setting that named the key.
+    pub fn read_from(path: &Path, origin: &str) -> Result<SignKey, UsageError> {
         let shown = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            UsageError::new(format!("--sign: cannot read the key {shown}: {e}")).hint(KEY_HELP)
+            UsageError::new(format!("{origin}: cannot read the key {shown}: {e}")).hint(KEY_HELP)
         })?;
         let label = text
             .lines()
@@ -53,7 +60,7 @@ impl SignKey {
         let key = match label {
             "PRIVATE KEY" => SigningKey::from_pkcs8_pem(&text).map_err(|e| {
                 UsageError::new(format!(
-                    "--sign: {shown} is not an ECDSA P-256 private key ({e})"
+                    "{origin}: {shown} is not an ECDSA P-256 private key ({e})"
                 ))
                 .hint(KEY_HELP)
             })?,
@@ -61,23 +68,23 @@ impl SignKey {
                 .map(SigningKey::from)
                 .map_err(|e| {
                     UsageError::new(format!(
-                        "--sign: {shown} is not an ECDSA P-256 private key ({e})"
+                        "{origin}: {shown} is not an ECDSA P-256 private key ({e})"
                     ))
                     .hint(KEY_HELP)
                 })?,
             l if l.contains("ENCRYPTED") => {
                 return Err(UsageError::new(format!(
-                    "--sign: {shown} is an encrypted key ({l}); cargo-oci reads unencrypted keys only"
+                    "{origin}: {shown} is an encrypted key ({l}); cargo-oci reads unencrypted keys only"
                 ))
                 .hint("decrypt it to an unencrypted PKCS#8 key kept private (e.g. `openssl pkcs8 -in KEY -out plain.key`), or make one with `cargo oci keygen`"))
             }
             "" => {
-                return Err(UsageError::new(format!("--sign: {shown} holds no PEM key"))
+                return Err(UsageError::new(format!("{origin}: {shown} holds no PEM key"))
                     .hint(KEY_HELP))
             }
             l => {
                 return Err(UsageError::new(format!(
-                    "--sign: {shown} holds a {l}, not an ECDSA P-256 private key"
+                    "{origin}: {shown} holds a {l}, not an ECDSA P-256 private key"
                 ))
                 .hint(KEY_HELP))
             }
@@ -107,24 +114,30 @@ pub fn payload(repository: &str, digest: &Digest) -> Result<Vec<u8>> {
     }))?)
 }
 
-/// The config blob of a signature manifest (what cosign writes: the payload as its one diff).
-pub fn config(payload_digest: &Digest) -> Result<Vec<u8>> {
+/// The config blob of a signature manifest (what cosign writes: each payload as one diff).
+pub fn config(payload_digests: &[&str]) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&json!({
         "architecture": "",
         "config": {},
         "created": "0001-01-01T00:00:00Z",
-        "history": [{ "created": "0001-01-01T00:00:00Z" }],
+        "history": payload_digests.iter().map(|_| json!({ "created": "0001-01-01T00:00:00Z" })).collect::<Vec<_>>(),
         "os": "",
-        "rootfs": { "type": "layers", "diff_ids": [payload_digest.as_str()] },
+        "rootfs": { "type": "layers", "diff_ids": payload_digests },
     }))?)
 }
 
-/// The signature manifest: the config, then the payload layer with its signature.
-pub fn manifest(
-    config: (&Digest, u64),
-    payload: (&Digest, u64),
-    signature: &str,
-) -> Result<Vec<u8>> {
+/// The layer of one signature: the payload blob, its signature in the annotation.
+pub fn layer(payload: (&Digest, u64), signature: &str) -> Value {
+    json!({
+        "mediaType": PAYLOAD_MEDIA_TYPE,
+        "digest": payload.0.as_str(),
+        "size": payload.1,
+        "annotations": { SIGNATURE_ANNOTATION: signature },
+    })
+}
+
+/// The signature manifest: the config, then one payload layer per signature.
+pub fn manifest(config: (&Digest, u64), layers: &[Value]) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -133,13 +146,42 @@ pub fn manifest(
             "digest": config.0.as_str(),
             "size": config.1,
         },
-        "layers": [{
-            "mediaType": PAYLOAD_MEDIA_TYPE,
-            "digest": payload.0.as_str(),
-            "size": payload.1,
-            "annotations": { SIGNATURE_ANNOTATION: signature },
-        }],
+        "layers": layers,
     }))?)
+}
+
+/// The layers of the signature manifest `existing` (as the registry serves it; none: no
+/// signature yet) with `ours` added after them, as cosign adds a signature; `None` when it holds
+/// that signature of that payload already.
+pub fn append(existing: Option<&[u8]>, ours: Value) -> Result<Option<Vec<Value>>> {
+    let mut layers = match existing {
+        None => Vec::new(),
+        Some(bytes) => {
+            let m: Value =
+                serde_json::from_slice(bytes).map_err(|e| anyhow!("it is not JSON: {e}"))?;
+            match m.get("layers") {
+                Some(Value::Array(l)) => l.clone(),
+                _ => bail!("it is not a manifest: it has no `layers` list"),
+            }
+        }
+    };
+    for l in &layers {
+        if l.get("mediaType").and_then(Value::as_str) != Some(PAYLOAD_MEDIA_TYPE)
+            || l.get("digest").and_then(Value::as_str).is_none()
+        {
+            bail!("a layer is not a signed payload ({PAYLOAD_MEDIA_TYPE}): {l}");
+        }
+    }
+    let same = |l: &Value| {
+        l.get("digest") == ours.get("digest")
+            && l["annotations"].get(SIGNATURE_ANNOTATION)
+                == ours["annotations"].get(SIGNATURE_ANNOTATION)
+    };
+    if layers.iter().any(same) {
+        return Ok(None);
+    }
+    layers.push(ours);
+    Ok(Some(layers))
 }
 
 /// The tag of the signature of `digest`: `sha256-<hex>.sig`.
@@ -210,5 +252,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("encrypted"));
+    }
+
+    #[test]
+    fn a_second_signature_joins_the_first_and_a_repeat_adds_nothing() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let first = append(None, layer((&a, 1), "c2lnMQ==")).unwrap().unwrap();
+        let bytes = manifest((&Digest::of(b"c"), 1), &first).unwrap();
+        assert!(append(Some(&bytes), layer((&a, 1), "c2lnMQ=="))
+            .unwrap()
+            .is_none());
+        let both = append(Some(&bytes), layer((&b, 1), "c2lnMg=="))
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], first[0]);
+        // The same payload signed by another key is another signature.
+        let other = append(Some(&bytes), layer((&a, 1), "c2lnMw=="))
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.len(), 2);
+        let image = br#"{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:00"}]}"#;
+        assert!(append(Some(image), layer((&a, 1), "x")).is_err());
+        assert!(append(Some(b"{}"), layer((&a, 1), "x")).is_err());
     }
 }

@@ -62,6 +62,7 @@ fn spec() -> ImageSpec {
         scanner_metadata: true,
         targets: Vec::new(),
         sysroots: Default::default(),
+        sign_key: None,
     }
 }
 
