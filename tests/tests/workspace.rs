@@ -3,7 +3,8 @@
 //! Each member directory packages that member, and a workspace root what `cargo build` there
 //! builds (its `default-members`, or every member of a virtual workspace); `--workspace` builds every image with one cargo
 //! run and pushes them with the shared layers sent once; a CI-style run takes its profile,
-//! features and registry from the metadata and the environment; bad selections exit 2.
+//! features and registry from the metadata and the environment; bad selections exit 2; errors
+//! about a value name the Cargo.toml it was written in.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -441,4 +442,87 @@ fn bad_selections_exit_2_with_help_before_any_build() {
         "a bad selection ran cargo build"
     );
     assert!(!ws.join("target/oci/localhost+fleet+billing").exists());
+}
+
+/// Errors about a value name the Cargo.toml and table it was written in, also when they are found
+/// after the metadata is read (planning the layers, finding the runtime inputs): the workspace's
+/// for a value from `[workspace.metadata.oci]`, the member's for one from its own table; as text
+/// and as JSON.
+#[test]
+fn errors_name_the_manifest_the_value_was_written_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(tmp.path());
+    let billing = ws.join("services/billing");
+    ok(oci_in(&ws, &billing, &args(&["build"])));
+    let ws_manifest = ws.join("Cargo.toml");
+    let own_manifest = billing.join("Cargo.toml");
+    let ws_text = std::fs::read_to_string(&ws_manifest).unwrap();
+    let own_text = std::fs::read_to_string(&own_manifest).unwrap();
+    // A directory of the package with a link out of it, for `files`.
+    std::fs::create_dir_all(billing.join("static")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", billing.join("static/out")).unwrap();
+
+    // (the value, the key the error names, what it says)
+    let cases = [
+        (
+            r#"perms = [{ path = "/nowhere", mode = "0644" }]"#,
+            "perms[0]",
+            "matches nothing in the image",
+        ),
+        (
+            r#"files = [{ src = "static", dest = "/srv" }]"#,
+            "files[0]",
+            "outside the copied directory",
+        ),
+        (
+            r#"runtime-inputs = ["no-such-program-for-cargo-oci"]"#,
+            "runtime-inputs",
+            "is not a file or a program on PATH",
+        ),
+        (r#"bin = "nope""#, "bin", "has no binary named `nope`"),
+    ];
+    for (value, key, says) in cases {
+        for in_workspace in [true, false] {
+            let (manifest, table, other) = if in_workspace {
+                std::fs::write(
+                    &ws_manifest,
+                    ws_text.replace(
+                        "[workspace.metadata.oci]\n",
+                        &format!("[workspace.metadata.oci]\n{value}\n"),
+                    ),
+                )
+                .unwrap();
+                std::fs::write(&own_manifest, &own_text).unwrap();
+                (&ws_manifest, "workspace.metadata.oci", &own_manifest)
+            } else {
+                std::fs::write(&ws_manifest, &ws_text).unwrap();
+                std::fs::write(
+                    &own_manifest,
+                    own_text.replace(
+                        "[package.metadata.oci]\n",
+                        &format!("[package.metadata.oci]\n{value}\n"),
+                    ),
+                )
+                .unwrap();
+                (&own_manifest, "package.metadata.oci", &ws_manifest)
+            };
+            let place = format!("{}: `{table}.{key}`: ", manifest.display());
+            // Text.
+            let e = fails_with_2(
+                run(oci_in(&ws, &billing, &["build", "--no-build"])),
+                &[&place, says],
+            );
+            assert!(!e.contains(&format!("{}:", other.display())), "{e}");
+            // JSON: the message, as jq and any JSON reader sees it.
+            let out = run(oci_in(&ws, &billing, &args(&["build", "--no-build"])));
+            fails_with_2(out.clone(), &[]);
+            let error = result(&String::from_utf8_lossy(&out.stdout));
+            let message = error["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&place) && message.contains(says),
+                "{place} … {says}: {error}"
+            );
+            assert!(error["help"].as_str().is_some_and(|h| !h.is_empty()));
+        }
+    }
 }

@@ -52,7 +52,7 @@ pub fn assemble(
         info.machine,
         &sysroot,
         &spec.build.package_dir,
-        &spec.build.manifest_path,
+        &spec.build,
     )?;
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let base = match &spec.from {
@@ -125,14 +125,7 @@ pub fn assemble(
     let debug_tools = spec
         .debug
         .as_ref()
-        .map(|d| {
-            tools::debug_tools(
-                d.inputs.as_deref(),
-                info.machine,
-                &sysroot,
-                &spec.build.manifest_path,
-            )
-        })
+        .map(|d| tools::debug_tools(d.inputs.as_deref(), info.machine, &sysroot, &spec.build))
         .transpose()?;
     let debug_closure = match &debug_tools {
         Some(t) => {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::build::closure;
+use crate::config::BuildSpec;
 use crate::util::error::UsageError;
 
 /// A host program and where it goes in the image.
@@ -97,14 +98,17 @@ pub fn runtime_inputs(
     machine: u16,
     sysroot: &Path,
     package_dir: &Path,
-    manifest: &Path,
+    build: &BuildSpec,
 ) -> Result<Vec<Program>, UsageError> {
     names
         .iter()
         .map(|n| {
             let host = which_in(n, sysroot).ok_or_else(|| {
-                UsageError::new(format!("{}: `package.metadata.oci.runtime-inputs`: `{n}` is not a file or a program on PATH", manifest.display()))
-                    .hint("install it on the build host, or name it by its full path")
+                UsageError::new(format!(
+                    "{}: `{n}` is not a file or a program on PATH",
+                    build.key_place("runtime-inputs")
+                ))
+                .hint("install it on the build host, or name it by its full path")
             })?;
             // A PATH entry such as `.` finds relative paths: never let one reach the image.
             let host = std::path::absolute(&host).unwrap_or(host);
@@ -112,7 +116,7 @@ pub fn runtime_inputs(
                 (Ok(_), Some(name)) => format!("{PACKAGE_INPUTS}/{}", name.to_string_lossy()),
                 _ => image_path_in(&host, sysroot),
             };
-            program(host, image_path, machine, manifest, "runtime-inputs")
+            program(host, image_path, machine, build, "runtime-inputs")
         })
         .collect()
 }
@@ -121,20 +125,20 @@ fn program(
     host: PathBuf,
     image_path: String,
     machine: u16,
-    manifest: &Path,
+    build: &BuildSpec,
     key: &str,
 ) -> Result<Program, UsageError> {
     match closure::inspect(&host) {
         Ok(info) if info.machine != machine => Err(UsageError::new(format!(
-            "{}: `package.metadata.oci.{key}`: {} is built for another CPU (ELF machine {}) than the service ({machine})",
-            manifest.display(),
+            "{}: {} is built for another CPU (ELF machine {}) than the service ({machine})",
+            build.key_place(key),
             host.display(),
             info.machine
         ))
         .hint(format!("name a program built for the image's architecture by its path (e.g. from the target's sysroot), or set {} to a file system of that architecture", "CARGO_OCI_SYSROOT_<TARGET>"))),
         Ok(_) => Ok(Program { host_path: host, image_path, elf: true }),
         Err(closure::ClosureError::NotElf { .. }) => Ok(Program { host_path: host, image_path, elf: false }),
-        Err(e) => Err(UsageError::new(format!("{}: `package.metadata.oci.{key}`: {e}", manifest.display()))
+        Err(e) => Err(UsageError::new(format!("{}: {e}", build.key_place(key)))
             .hint("name a program file the build host can read")),
     }
 }
@@ -151,7 +155,7 @@ pub fn debug_tools(
     named: Option<&[String]>,
     machine: u16,
     sysroot: &Path,
-    manifest: &Path,
+    build: &BuildSpec,
 ) -> Result<DebugTools, UsageError> {
     let which = |n: &str| which_in(n, sysroot);
     let names: Vec<String> = match named {
@@ -165,7 +169,7 @@ pub fn debug_tools(
             {
                 return Err(UsageError::new(format!(
                     "{}: no debug tools for this architecture (ELF machine {machine}): the programs in {} are built for another",
-                    manifest.display(),
+                    build.manifest_path.display(),
                     sysroot.display()
                 ))
                 .hint(format!("name a busybox of the image's architecture by its path in `debug = {{ inputs = [\"/path/to/busybox\"] }}`, or set {} to a file system of that architecture", "CARGO_OCI_SYSROOT_<TARGET>")));
@@ -187,8 +191,8 @@ pub fn debug_tools(
     for n in &names {
         let host = which(n).ok_or_else(|| {
             UsageError::new(format!(
-                "{}: `package.metadata.oci.debug.inputs`: `{n}` is not a file or a program on PATH",
-                manifest.display()
+                "{}: `{n}` is not a file or a program on PATH",
+                build.key_place("debug.inputs")
             ))
             .hint("install it on the build host (e.g. busybox-static), or name it by its full path")
         })?;
@@ -200,7 +204,7 @@ pub fn debug_tools(
             host.clone(),
             format!("{DEBUG_BIN}/{base}"),
             machine,
-            manifest,
+            build,
             "debug.inputs",
         )?;
         if base == "busybox" {
@@ -226,8 +230,8 @@ pub fn debug_tools(
         .map(|s| format!("{DEBUG_BIN}/{s}"))
         .ok_or_else(|| {
             UsageError::new(format!(
-                "{}: `package.metadata.oci.debug.inputs` has no shell (sh, bash, ash or dash)",
-                manifest.display()
+                "{} has no shell (sh, bash, ash or dash)",
+                build.key_place("debug.inputs")
             ))
             .hint("add \"busybox\" or \"bash\" to debug.inputs")
         })?;

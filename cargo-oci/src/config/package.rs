@@ -267,12 +267,13 @@ pub fn default_name(package: &str) -> String {
     format!("localhost/{}", package.to_ascii_lowercase())
 }
 
-/// The binary of `package` the image carries: `wanted` (from `--bin` when `manifest` is `None`,
-/// else from the metadata of `manifest`), else `default-run`, else the only binary.
+/// The binary of `package` the image carries: `wanted` (from `--bin` when `place` is `None`,
+/// else from the metadata key that `place` names: `FILE: `TABLE.bin``), else `default-run`,
+/// else the only binary.
 pub(crate) fn choose_bin(
     package: &Package,
     wanted: Option<&str>,
-    manifest: Option<&Path>,
+    place: Option<&str>,
 ) -> Result<String, UsageError> {
     let bins: Vec<&str> = package
         .targets
@@ -284,10 +285,7 @@ pub(crate) fn choose_bin(
         if bins.contains(&w) {
             return Ok(w.to_string());
         }
-        let place = match manifest {
-            Some(m) => format!("{}: `package.metadata.oci.bin`", m.display()),
-            None => "--bin".to_string(),
-        };
+        let place = place.unwrap_or("--bin");
         return Err(UsageError::new(format!(
             "{place}: package `{}` has no binary named `{w}` (it has: {})",
             package.name,

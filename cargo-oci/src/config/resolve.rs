@@ -83,15 +83,18 @@ pub fn image_specs_with(
             }
             let mut v: Vec<String> = Vec::new();
             for b in list {
-                let b = choose_bin(package, Some(b), Some(manifest))
-                    .map_err(|e| origin.error("bins", invalid(e.to_string(), "")))?;
+                let b = choose_bin(package, Some(b), Some(&origin.place("bins")))?;
                 if !v.contains(&b) {
                     v.push(b);
                 }
             }
             v
         }
-        (None, None, b) => vec![choose_bin(package, b.as_deref(), Some(manifest))?],
+        (None, None, b) => vec![choose_bin(
+            package,
+            b.as_deref(),
+            Some(&origin.place("bin")),
+        )?],
     };
     let several = bins.len() > 1;
     bins.into_iter()
@@ -411,6 +414,7 @@ fn image_spec_for(
             features,
             extra_bins,
             bin,
+            keys_from_workspace: origin.keys_from_workspace(),
         },
         name,
         name_configured: raw.name.is_some() || repository.is_some(),

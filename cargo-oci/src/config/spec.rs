@@ -38,6 +38,26 @@ pub struct BuildSpec {
     pub extra_bins: Vec<String>,
     /// The binary that is the service.
     pub bin: String,
+    /// The metadata keys (top level) whose value comes from `[workspace.metadata.oci]`.
+    pub keys_from_workspace: Vec<String>,
+}
+
+impl BuildSpec {
+    /// Where the metadata key `key` (`files[0]`, `debug.inputs`, ...) was written, for errors
+    /// about its value: `FILE: `TABLE.KEY``, the workspace's Cargo.toml and
+    /// `workspace.metadata.oci` for a value from there, else the package's.
+    pub fn key_place(&self, key: &str) -> String {
+        let top = key.split(['[', '.']).next().unwrap_or(key);
+        match self.workspace_manifests.first() {
+            Some(ws) if self.keys_from_workspace.iter().any(|k| k == top) => {
+                format!("{}: `workspace.metadata.oci.{key}`", ws.display())
+            }
+            _ => format!(
+                "{}: `package.metadata.oci.{key}`",
+                self.manifest_path.display()
+            ),
+        }
+    }
 }
 
 /// What the image's config tells the runtime: how to start the process and as whom.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cargo_metadata::{Metadata, Package};
 
 use crate::config::raw::RawOci;
+use crate::config::spec::BuildSpec;
 use crate::config::validate::{invalid, Invalid};
 use crate::oci::reference::ImageName;
 use crate::util::error::UsageError;
@@ -30,16 +31,30 @@ pub(crate) struct Origin<'a> {
 }
 
 impl Origin<'_> {
-    pub fn error(&self, key: &str, bad: Invalid) -> UsageError {
-        let top = key.split(['[', '.']).next().unwrap_or(key);
-        let from_workspace = self.own.and_then(|o| o.get(top)).is_none()
-            && self.workspace.and_then(|w| w.get(top)).is_some();
-        let (file, table) = if from_workspace {
-            (self.ws_manifest.as_path(), "workspace.metadata.oci")
-        } else {
-            (self.manifest, "package.metadata.oci")
+    /// The top-level keys whose value comes from the workspace's table.
+    pub fn keys_from_workspace(&self) -> Vec<String> {
+        let Some(serde_json::Value::Object(ws)) = self.workspace else {
+            return Vec::new();
         };
-        UsageError::new(format!("{}: `{table}.{key}`: {}", file.display(), bad.msg)).hint(bad.help)
+        ws.keys()
+            .filter(|k| self.own.and_then(|o| o.get(k.as_str())).is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// `FILE: `TABLE.KEY``: where `key` (`files[0]`, `debug.inputs`, ...) was written.
+    pub fn place(&self, key: &str) -> String {
+        BuildSpec {
+            manifest_path: self.manifest.to_path_buf(),
+            workspace_manifests: vec![self.ws_manifest.clone()],
+            keys_from_workspace: self.keys_from_workspace(),
+            ..BuildSpec::default()
+        }
+        .key_place(key)
+    }
+
+    pub fn error(&self, key: &str, bad: Invalid) -> UsageError {
+        UsageError::new(format!("{}: {}", self.place(key), bad.msg)).hint(bad.help)
     }
 }
 

@@ -7,11 +7,11 @@
 mod package_files;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::build::closure::Closure;
 use crate::build::tools::{DebugTools, Program};
-use crate::config::{ImageSpec, PermSpec, ProbeKind};
+use crate::config::{BuildSpec, ImageSpec, PermSpec, ProbeKind};
 use crate::util::error::UsageError;
 
 pub use crate::config::paths::{CA_BUNDLE, CONTRACT_FILE, DEBUG_FILE, IMAGE_PATH};
@@ -160,9 +160,8 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
             format!("`files[{i}]` (src `{}`)", f.src_text),
             Kind::Files,
         );
-        package_files::add(&mut service, f, spec).map_err(|(msg, help)| {
-            key_error(&spec.build.manifest_path, &format!("files[{i}]"), msg, help)
-        })?;
+        package_files::add(&mut service, f, spec)
+            .map_err(|(msg, help)| key_error(&spec.build, &format!("files[{i}]"), msg, help))?;
     }
 
     let debug_layer = inp.debug.map(|(tools, closure)| {
@@ -208,7 +207,7 @@ pub fn plan(inp: &Inputs<'_>) -> Result<Plan, UsageError> {
     {
         claims.extend(t.claims.iter().cloned());
     }
-    check_claims(&spec.build.manifest_path, claims.clone())?;
+    check_claims(&spec.build, claims.clone())?;
     let debug_layer = debug_layer.map(|t| LayerPlan {
         role: "debug".into(),
         entries: t.into_entries(),
@@ -255,18 +254,15 @@ fn runtime_dirs(inputs: &[Program]) -> Vec<String> {
     dirs
 }
 
-/// A refusal of the metadata key `key` (`files[0]`, `perms[1]`...) found while planning.
-fn key_error(manifest: &Path, key: &str, msg: String, help: &str) -> UsageError {
-    UsageError::new(format!(
-        "{}: `package.metadata.oci.{key}`: {msg}",
-        manifest.display()
-    ))
-    .hint(help)
+/// A refusal of the metadata key `key` (`files[0]`, `perms[1]`...) found while planning, naming
+/// the Cargo.toml and table the value was written in.
+fn key_error(build: &BuildSpec, key: &str, msg: String, help: &str) -> UsageError {
+    UsageError::new(format!("{}: {msg}", build.key_place(key))).hint(help)
 }
 
 /// Refuses two owners for one path, but directories shared: a `files` entry or a volume may
 /// not replace, or hide, what another part of the image put there.
-fn check_claims(manifest: &Path, mut claims: Vec<Claim>) -> Result<(), UsageError> {
+fn check_claims(manifest: &BuildSpec, mut claims: Vec<Claim>) -> Result<(), UsageError> {
     // Component order: everything under a path comes right after it.
     claims.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     let rank = |c: &Claim| match (c.owner.kind, &c.owner.key) {
@@ -377,7 +373,7 @@ fn apply_perms(
             let changes = p.mode.is_some_and(|m| m != e.mode) || p.uid.is_some_and(|u| u != e.uid);
             if changes && !may_change(&e.path) {
                 return Err(key_error(
-                    &spec.build.manifest_path,
+                    &spec.build,
                     &format!("perms[{i}]"),
                     format!(
                         "`{abs}` is cargo-oci's own: its mode and owner stay as they are{}{}",
@@ -395,7 +391,7 @@ fn apply_perms(
         }
         if hits == 0 {
             return Err(key_error(
-                &spec.build.manifest_path,
+                &spec.build,
                 &format!("perms[{i}]"),
                 format!(
                     "`{}`{} matches nothing in the image",
@@ -596,7 +592,10 @@ mod tests {
         let f0 = Owner::user("files[0]", "`files[0]`".into(), Kind::Files);
         let f1 = Owner::user("files[1]", "`files[1]`".into(), Kind::Files);
         let vol = Owner::user("volumes", "the volume `/data`".into(), Kind::Volume);
-        let m = Path::new("Cargo.toml");
+        let m = &BuildSpec {
+            manifest_path: "Cargo.toml".into(),
+            ..BuildSpec::default()
+        };
         // Directories merge; `srv-x` sorts between `srv` and `srv/a` byte-wise.
         let ok = vec![
             claim("srv", true, &f0),
@@ -634,5 +633,25 @@ mod tests {
         ];
         let e = check_claims(m, hide).unwrap_err().to_string();
         assert!(e.contains("volumes") && e.contains("hide"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_table_the_value_was_written_in() {
+        let build = BuildSpec {
+            manifest_path: "/ws/svc/Cargo.toml".into(),
+            workspace_manifests: vec!["/ws/Cargo.toml".into(), "/ws/svc/Cargo.toml".into()],
+            keys_from_workspace: vec!["files".into()],
+            ..BuildSpec::default()
+        };
+        let e = key_error(&build, "files[0]", "bad".into(), "fix").to_string();
+        assert!(
+            e.starts_with("/ws/Cargo.toml: `workspace.metadata.oci.files[0]`: bad"),
+            "{e}"
+        );
+        let e = key_error(&build, "perms[1]", "bad".into(), "fix").to_string();
+        assert!(
+            e.starts_with("/ws/svc/Cargo.toml: `package.metadata.oci.perms[1]`: bad"),
+            "{e}"
+        );
     }
 }
