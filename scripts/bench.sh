@@ -7,6 +7,8 @@
 #   w1     the toolchain's own cargo binary (`rustup which cargo`, ~42 MB, glibc closure),
 #          packaged as a service by `cargo oci build --no-build` from a generated package
 #   small  examples/http-hello (a small glibc service)
+#   tls    examples/tls-zlib for linux/amd64 and linux/arm64: one two-platform run against one
+#          run per platform
 #   1gb    1 GiB of files (half random, half repetitive), written as one layer through the
 #          library's layer writer (cargo-oci/examples/bench_layer.rs), against w1's root
 #          filesystem through the same writer
@@ -165,6 +167,24 @@ if "$bin" oci build --help 2>&1 | grep -q -- '--workspace'; then
 fi
 ws_cold() { rm -rf "$ws/target/oci"; }
 
+# Two platforms of examples/tls-zlib (OpenSSL + zlib, a glibc closure per platform), when this
+# cargo-oci has --platform: one two-platform run against two single-platform runs, --no-build
+# after one untimed build of both (the arm64 toolchain and libraries come from
+# scripts/install-test-deps.sh).
+tls=$work/tls
+two_platforms=linux/amd64,linux/arm64
+has_platform=0
+if "$bin" oci build --help 2>&1 | grep -q -- '--platform'; then
+  echo "bench: building examples/tls-zlib for $two_platforms" >&2
+  if (cd "$root/examples/tls-zlib" && "$bin" oci build --release -q --platform "$two_platforms" --target-dir "$tls/target" -o "$tls/target/oci/bench-out") >>"$log" 2>&1; then
+    has_platform=1
+  else
+    echo "bench: the two-platform build of tls-zlib failed (see $log); no two-platform row" >&2
+  fi
+fi
+tls_cmd() { CMD=(env -C "$root/examples/tls-zlib" "$bin" oci build --no-build --release -q --target-dir "$tls/target"); }
+tls_cold() { rm -rf "$tls/target/oci"; }
+
 # --- the runs, in turn ------------------------------------------------------------------------
 for i in $(seq "$RUNS"); do
   echo "bench: round $i/$RUNS" >&2
@@ -207,6 +227,14 @@ for i in $(seq "$RUNS"); do
     timed ws "cargo-oci --workspace (cold)" env -C "$ws" "$bin" oci build --workspace --no-build --release -q
     ws_cold
     timed ws "cargo-oci -p each (cold)" bash -c "cd '$ws' && for p in gateway billing multi; do '$bin' oci build -p \$p --no-build --release -q || exit 1; done"
+  fi
+
+  if [ "$has_platform" = 1 ]; then
+    tls_cmd
+    tls_cold
+    timed tls "cargo-oci two platforms (cold)" "${CMD[@]}" --platform "$two_platforms" -o "$tls/target/oci/bench-out"
+    tls_cold
+    timed tls "cargo-oci each platform (cold)" bash -c "$(printf '%q ' "${CMD[@]}") --platform linux/amd64 -o '$tls/target/oci/out-amd64' && $(printf '%q ' "${CMD[@]}") --platform linux/arm64 -o '$tls/target/oci/out-arm64'"
   fi
 
   # Nothing changed, with cargo's own no-op build: cargo build vs cargo oci build (after one
@@ -330,11 +358,12 @@ for t in "cargo-oci gzip (cold)" "cargo-oci gzip (fresh checkout)" "cargo-oci zs
   m=$(col w1 "$t" 5 | sort -n | tail -1); [ -n "$m" ] && [ "$m" -gt "$peak" ] && peak=$m
 done
 echo "peak RSS, cargo-oci on w1 (largest of all runs): $(awk -v k="$peak" 'BEGIN { printf "%.1f MiB", k / 1024 }'); umoci: $(col w1 "umoci insert" 5 | median | awk '{ printf "%.1f MiB", $1 / 1024 }') (target <= 32 MiB, flat in the image size: see the 1 GiB row)"
-help=$("$bin" oci build --help 2>&1 || true)
-if grep -q -- '--platform' <<<"$help"; then
-  echo "two-platform build: --platform exists in this cargo-oci; no row is measured for it yet"
+if [ "$has_platform" = 1 ]; then
+  a=$(col tls "cargo-oci two platforms (cold)" 3 | median); b=$(col tls "cargo-oci each platform (cold)" 3 | median)
+  ac=$(col tls "cargo-oci two platforms (cold)" 4 | median); bc=$(col tls "cargo-oci each platform (cold)" 4 | median)
+  echo "two-platform build (tls-zlib, $two_platforms), --no-build: one run ${a} s wall ${ac} s cpu; one run per platform ${b} s wall ${bc} s cpu; x = $(ratio "$b" "$a") wall, $(ratio "$bc" "$ac") cpu (target > 1)"
 else
-  echo "two-platform build: not measured (this cargo-oci has no --platform)"
+  echo "two-platform build: not measured (no --platform in this cargo-oci, or the cross build failed)"
 fi
 if [ "$has_workspace" = 1 ]; then
   a=$(col ws "cargo-oci --workspace (cold)" 3 | median); b=$(col ws "cargo-oci -p each (cold)" 3 | median)

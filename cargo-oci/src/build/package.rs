@@ -181,7 +181,10 @@ pub fn assemble(
     } else {
         Path::new("/")
     };
-    let mut inventory = sbom::gather(&plan, crates, &binary, records)?;
+    // Which package owns which file, remembered per machine (any checkout reads the same
+    // package database).
+    let owners_cache = crate::util::fs::cache_dir().ok().map(|d| d.join("dpkg"));
+    let mut inventory = sbom::gather(&plan, crates, &binary, records, owners_cache.as_deref())?;
     inventory.created = spec.mtime;
     if spec.scanner_metadata {
         if let Some(layer) = sbom::scanner::layer(&inventory, &plan) {

@@ -335,24 +335,34 @@ pub fn compile(req: &BuildRequest, confs: &[Configured]) -> Result<Vec<Vec<Artif
 /// The blob store and layer cache take concurrent writers (a blob appears by an atomic rename);
 /// the contract helper and base images are prepared one image at a time.
 pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> Result<Vec<Built>> {
-    let artifacts = compile(req, &confs)?;
-    if confs.len() == 1 {
-        return confs
+    // The crate lists of the SBOMs do not depend on the build: cargo is asked for them while
+    // it builds.
+    let (artifacts, early) = std::thread::scope(|s| {
+        let early = s.spawn(|| early_crates(req, &confs));
+        let artifacts = compile(req, &confs);
+        (artifacts, early.join().unwrap_or_default())
+    });
+    let artifacts = artifacts?;
+    let mut early = early.into_iter();
+    let jobs: Vec<(Configured, Vec<Artifact>, EarlyCrates)> = confs
+        .into_iter()
+        .zip(artifacts)
+        .map(|(c, a)| (c, a, early.next().unwrap_or_default()))
+        .collect();
+    if jobs.len() == 1 {
+        return jobs
             .into_iter()
-            .zip(artifacts)
-            .map(|(c, a)| assemble_one(req, c, &a, &Mutex::new(()), report))
+            .map(|(c, a, e)| assemble_one(req, c, &a, e, &Mutex::new(()), report))
             .collect();
     }
     let prepare = Mutex::new(());
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
-    let jobs: Mutex<Vec<(usize, Configured, Vec<Artifact>)>> = Mutex::new(
-        confs
-            .into_iter()
-            .zip(artifacts)
+    let jobs: Mutex<Vec<Job>> = Mutex::new(
+        jobs.into_iter()
             .enumerate()
-            .map(|(i, (c, a))| (i, c, a))
+            .map(|(i, (c, a, e))| (i, c, a, e))
             .rev()
             .collect(),
     );
@@ -361,10 +371,10 @@ pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> R
         for _ in 0..workers {
             s.spawn(|| loop {
                 let next = jobs.lock().map(|mut j| j.pop()).unwrap_or(None);
-                let Some((i, conf, artifact)) = next else {
+                let Some((i, conf, artifact, early)) = next else {
                     break;
                 };
-                let built = assemble_one(req, conf, &artifact, &prepare, report);
+                let built = assemble_one(req, conf, &artifact, early, &prepare, report);
                 if let Ok(mut d) = done.lock() {
                     d.push((i, built));
                 }
@@ -381,6 +391,44 @@ pub fn build(req: &BuildRequest, confs: Vec<Configured>, report: &Reporter) -> R
     done.into_iter().map(|(_, b)| b).collect()
 }
 
+/// The crate lists of an image resolved ahead, by target.
+type EarlyCrates = Vec<(String, Vec<sbom::Crate>)>;
+
+/// One image to assemble: its place in the command's order, its configuration, its executables.
+type Job = (usize, Configured, Vec<Artifact>, EarlyCrates);
+
+/// The crate lists of every image for the targets it is about to be built for (cargo's default
+/// target: the host's). Each is resolved with `--locked`, so that cargo never rewrites
+/// Cargo.lock under the running build; one that fails here is resolved again, and its error
+/// reported, when the image is packaged.
+fn early_crates(req: &BuildRequest, confs: &[Configured]) -> Vec<EarlyCrates> {
+    let locked = CargoFlags {
+        locked: true,
+        ..req.cargo.clone()
+    };
+    confs
+        .iter()
+        .map(|c| {
+            let targets = if c.targets.is_empty() {
+                cargo::host_triple(&c.spec.build.package_dir)
+                    .ok()
+                    .into_iter()
+                    .collect()
+            } else {
+                c.targets.clone()
+            };
+            let cache = c.oci_dir().join(".cache");
+            targets
+                .into_iter()
+                .filter_map(|t| {
+                    let crates = sbom::crates::resolve(&c.spec, &t, &locked, &cache).ok()?;
+                    Some((t, crates))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// One image from its built executables, for every platform: closure, plan, layers, image (and
 /// debug variant), then the index of the platforms when there are several. `prepare` is held
 /// while the contract helper and the base image are made ready.
@@ -388,6 +436,7 @@ pub fn assemble_one(
     req: &BuildRequest,
     conf: Configured,
     artifacts: &[Artifact],
+    early: EarlyCrates,
     prepare: &Mutex<()>,
     report: &Reporter,
 ) -> Result<Built> {
@@ -409,12 +458,15 @@ pub fn assemble_one(
                 artifact.path.display()
             ),
         );
-        let crates = sbom::crates::resolve(
-            &spec,
-            &artifact.target,
-            &req.cargo,
-            &target_dir.join("oci").join(".cache"),
-        )?;
+        let crates = match early.iter().find(|(t, _)| *t == artifact.target) {
+            Some((_, crates)) => crates.clone(),
+            None => sbom::crates::resolve(
+                &spec,
+                &artifact.target,
+                &req.cargo,
+                &target_dir.join("oci").join(".cache"),
+            )?,
+        };
         let (image, debug, closure, plan, inventory) = crate::build::package::assemble(
             &spec,
             artifact,

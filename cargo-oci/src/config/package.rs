@@ -385,16 +385,49 @@ fn run_git_clean_head(dir: &Path) -> Option<String> {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    let status = git(&["status", "--porcelain", "--untracked-files=no"])?;
-    if !status.is_empty() {
-        return None;
+    // One git run: the header names HEAD's commit (`# branch.oid`), every other line a change.
+    let status = git(&[
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "--untracked-files=no",
+    ])?;
+    clean_head(&status)
+}
+
+/// HEAD's commit from `git status --porcelain=v2 --branch`, when nothing is changed.
+fn clean_head(status: &str) -> Option<String> {
+    let mut head = None;
+    for line in status.lines() {
+        match line.strip_prefix("# ") {
+            Some(header) => {
+                if let Some(oid) = header.strip_prefix("branch.oid ") {
+                    head = Some(oid.trim().to_string());
+                }
+            }
+            None => return None,
+        }
     }
-    git(&["rev-parse", "HEAD"]).filter(|h| h.len() >= 40)
+    head.filter(|h| h.len() >= 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_only_for_a_clean_tree_with_a_commit() {
+        let oid = "07e1329f40ffa04e4408de7fd5dfd9fcc64dd56c";
+        let header = format!("# branch.oid {oid}\n# branch.head main\n");
+        assert_eq!(clean_head(&header).as_deref(), Some(oid));
+        let changed = format!("{header}1 .M N... 100644 100644 100644 a b src/main.rs\n");
+        assert_eq!(clean_head(&changed), None);
+        assert_eq!(
+            clean_head("# branch.oid (initial)\n# branch.head main\n"),
+            None
+        );
+        assert_eq!(clean_head(""), None);
+    }
 
     fn package(name: &str, version: &str, dir: &str) -> Package {
         serde_json::from_value(serde_json::json!({

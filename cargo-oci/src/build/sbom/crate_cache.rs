@@ -3,7 +3,8 @@
 //! is keyed by everything the resolution reads: cargo-oci's version, the package, its manifest,
 //! the target, the features, Cargo.lock's bytes and the bytes of every manifest of the workspace
 //! and of every local package the graph reached. It is sealed by a digest of its content; a
-//! missing, corrupt or stale record means resolving again.
+//! missing, corrupt or stale record means resolving again. The same record serves in any cache
+//! directory: the per-machine cache keeps one for a fresh checkout at the same place.
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +104,17 @@ impl Entry {
                 .iter()
                 .all(|(path, digest)| file_digest(path) == *digest);
         current.then_some(record.crates)
+    }
+
+    /// Takes the record of `other` (the same entry in another cache directory) as it is.
+    pub fn copy_from(&self, other: &Entry) {
+        let Ok(bytes) = std::fs::read(&other.path) else {
+            return;
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        write_atomic(&self.path, |w| Ok(w.write_all(&bytes)?)).ok();
     }
 
     /// Remembers `crates`, resolved with the local manifests `local` (besides the workspace's).

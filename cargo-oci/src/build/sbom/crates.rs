@@ -44,20 +44,37 @@ pub struct Crate {
 }
 
 /// The crates of the binary; the package itself first. `cache` (`target/oci/.cache`) keeps the
-/// answer for the next run with the same inputs.
+/// answer for the next run with the same inputs, and so does the per-machine cache, for a fresh
+/// checkout at the same place (a new CI job).
 pub fn resolve(
     spec: &ImageSpec,
     target: &str,
     flags: &CargoFlags,
     cache: &Path,
 ) -> Result<Vec<Crate>> {
-    let entry = super::crate_cache::Entry::new(cache, &spec.build, target, flags);
-    if let Some(crates) = entry.load() {
+    let machine = crate::util::fs::cache_dir().ok();
+    let entries = |spec: &ImageSpec| {
+        std::iter::once(cache.to_path_buf())
+            .chain(machine.clone())
+            .map(|dir| super::crate_cache::Entry::new(&dir, &spec.build, target, flags))
+            .collect::<Vec<_>>()
+    };
+    let known = entries(spec);
+    if let Some((i, crates)) = known
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| Some((i, e.load()?)))
+    {
+        if i > 0 {
+            known[0].copy_from(&known[i]);
+        }
         return Ok(crates);
     }
     let (crates, local) = resolve_now(spec, target, flags)?;
     // Keyed by the inputs as cargo left them (it may just have written Cargo.lock).
-    super::crate_cache::Entry::new(cache, &spec.build, target, flags).store(&crates, &local);
+    for entry in entries(spec) {
+        entry.store(&crates, &local);
+    }
     Ok(crates)
 }
 

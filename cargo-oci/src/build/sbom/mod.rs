@@ -9,10 +9,11 @@ mod crate_cache;
 pub mod crates;
 mod cyclonedx;
 pub mod dpkg;
+mod dpkg_cache;
 pub mod scanner;
 mod spdx;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -88,48 +89,65 @@ pub struct Inventory {
 }
 
 /// Gathers the inventory of the planned image: every host file of the plan is either the
-/// binary, a file of an installed Debian package of `root`, or a file of its own.
-pub fn gather(plan: &Plan, crates: Vec<Crate>, binary: &str, root: &Path) -> Result<Inventory> {
-    let db = dpkg::Dpkg::open(root)?;
-    let mut inv = Inventory {
-        crates,
-        distro: dpkg::os_release(root),
-        ..Inventory::default()
-    };
-    let mut debs: BTreeMap<(String, String), DebUse> = BTreeMap::new();
+/// binary, a file of an installed Debian package of `root`, or a file of its own. `cache` (a
+/// directory) remembers the owners of files between runs.
+pub fn gather(
+    plan: &Plan,
+    crates: Vec<Crate>,
+    binary: &str,
+    root: &Path,
+    cache: Option<&Path>,
+) -> Result<Inventory> {
     let layers = plan.layers.iter().map(|l| (l, false));
+    let mut files = Vec::new();
     for (layer, debug_only) in layers.chain(plan.debug_layer.iter().map(|l| (l, true))) {
         for e in &layer.entries {
             let Content::File(host) = &e.content else {
                 continue;
             };
             let image_path = format!("/{}", e.path);
-            if image_path == binary {
-                inv.binary = (image_path, hash_file::<sha2::Sha256>(host)?);
-                continue;
-            }
-            let owner = host_aliases(host, root)
-                .iter()
-                .find_map(|p| db.owner(p))
-                .cloned();
-            match owner {
-                Some(pkg) => {
-                    let key = (pkg.name.clone(), pkg.architecture.clone());
-                    let d = debs.entry(key).or_insert_with(|| DebUse {
-                        package: pkg,
-                        paths: Vec::new(),
-                        debug_only,
-                    });
-                    d.debug_only &= debug_only;
-                    d.paths.push(image_path);
-                }
-                None => inv.files.push(FileUse {
-                    path: image_path,
-                    sha1: hash_file::<sha1::Sha1>(host)?,
-                    sha256: hash_file::<sha2::Sha256>(host)?,
+            let known_as = if image_path == binary {
+                Vec::new()
+            } else {
+                host_aliases(host, root)
+            };
+            files.push((image_path, host, known_as, debug_only));
+        }
+    }
+    let wanted: BTreeSet<String> = files
+        .iter()
+        .flat_map(|(_, _, known_as, _)| known_as.iter().flat_map(|p| dpkg::aliases(p)))
+        .collect();
+    let db = dpkg::Dpkg::open(root, &wanted, cache)?;
+    let mut inv = Inventory {
+        crates,
+        distro: dpkg::os_release(root),
+        ..Inventory::default()
+    };
+    let mut debs: BTreeMap<(String, String), DebUse> = BTreeMap::new();
+    for (image_path, host, known_as, debug_only) in files {
+        if image_path == binary {
+            inv.binary = (image_path, hash_file::<sha2::Sha256>(host)?);
+            continue;
+        }
+        let owner = known_as.iter().find_map(|p| db.owner(p)).cloned();
+        match owner {
+            Some(pkg) => {
+                let key = (pkg.name.clone(), pkg.architecture.clone());
+                let d = debs.entry(key).or_insert_with(|| DebUse {
+                    package: pkg,
+                    paths: Vec::new(),
                     debug_only,
-                }),
+                });
+                d.debug_only &= debug_only;
+                d.paths.push(image_path);
             }
+            None => inv.files.push(FileUse {
+                path: image_path,
+                sha1: hash_file::<sha1::Sha1>(host)?,
+                sha256: hash_file::<sha2::Sha256>(host)?,
+                debug_only,
+            }),
         }
     }
     inv.debs = debs.into_values().collect();
