@@ -516,3 +516,245 @@ fn scanner_metadata_false_leaves_the_image_as_it_was() {
         .unwrap();
     assert_eq!(root["hashes"][0]["content"], sha.as_str());
 }
+
+/// The strict CycloneDX 1.6 schema and reference check of `path` (None: no validator outside CI).
+fn cyclonedx_valid(path: &Path) -> Option<()> {
+    let py = venv_python()?;
+    let script = r#"
+import json, sys
+from cyclonedx.validation.json import JsonStrictValidator
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.model.bom import Bom
+text = open(sys.argv[1]).read()
+err = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+if err is not None:
+    sys.exit("schema: %s" % err)
+Bom.from_json(json.loads(text)).validate()
+print("valid")
+"#;
+    let o = ok(Command::new(py).arg("-c").arg(script).arg(path));
+    assert_eq!(o.trim(), "valid");
+    Some(())
+}
+
+#[test]
+fn a_two_platform_build_has_an_sbom_for_its_index_shown_and_attached() {
+    use cargo_oci_tests::registry::{http, Registry};
+    for t in ["aarch64-linux-gnu-gcc", "pyspdxtools"] {
+        if tool(t).is_none() {
+            return;
+        }
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let platforms = "linux/amd64,linux/arm64";
+    let build = |format: &str, out: &Path| {
+        result(&ok(cargo_oci(
+            &example("tls-zlib"),
+            &[
+                "build",
+                "--release",
+                "--platform",
+                platforms,
+                "--sbom",
+                format,
+                "--message-format",
+                "json",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        )))
+    };
+    let j = build("spdx", &tmp.path().join("multi"));
+    let index_digest = j["digest"].as_str().expect("digest").to_string();
+    let images: Vec<(String, String)> = j["platforms"]
+        .as_array()
+        .expect("platforms")
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_string(),
+                p["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(images.len(), 2, "{j}");
+    let spdx_path = tmp.path().join("multi-index.spdx.json");
+    assert!(
+        j["sbom"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str() == Some(spdx_path.to_str().unwrap())),
+        "the build names the index's SBOM: {j}"
+    );
+    let o = run(Command::new(tool("pyspdxtools").unwrap())
+        .arg("-i")
+        .arg(&spdx_path));
+    assert!(
+        o.status.success(),
+        "pyspdxtools refused the index SBOM:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc = read_json(&spdx_path);
+    let packages = doc["packages"].as_array().unwrap();
+    let purl_of = |p: &serde_json::Value| {
+        p["externalRefs"][0]["referenceLocator"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let index_pkg = packages
+        .iter()
+        .find(|p| p["SPDXID"] == "SPDXRef-Index")
+        .expect("the index is a package");
+    assert_eq!(index_pkg["versionInfo"], index_digest.as_str());
+    assert!(
+        purl_of(index_pkg).contains(&index_digest.replace(':', "%3A")),
+        "{index_pkg}"
+    );
+    let rels = doc["relationships"].as_array().unwrap();
+    for (platform, digest) in &images {
+        let arch = platform.trim_start_matches("linux/");
+        let pkg = packages
+            .iter()
+            .find(|p| p["versionInfo"] == digest.as_str())
+            .unwrap_or_else(|| panic!("the {platform} image is a package"));
+        let purl = purl_of(pkg);
+        assert!(
+            purl.contains(&digest.replace(':', "%3A")) && purl.contains(&format!("arch={arch}")),
+            "{purl}"
+        );
+        assert!(
+            rels.iter().any(|r| r["spdxElementId"] == "SPDXRef-Index"
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == pkg["SPDXID"]),
+            "the index CONTAINS the {platform} image"
+        );
+    }
+
+    // CycloneDX: the index as the metadata's component, the images as components it depends on.
+    let j = build("cyclonedx", &tmp.path().join("cdx"));
+    assert_eq!(j["digest"].as_str(), Some(index_digest.as_str()));
+    let cdx_path = tmp.path().join("cdx-index.cdx.json");
+    let doc = read_json(&cdx_path);
+    assert_eq!(
+        doc["metadata"]["component"]["version"],
+        index_digest.as_str()
+    );
+    let deps = &doc["dependencies"][0];
+    assert_eq!(deps["ref"], doc["metadata"]["component"]["bom-ref"]);
+    let want: BTreeSet<String> = images.iter().map(|(_, d)| format!("image:{d}")).collect();
+    let got: BTreeSet<String> = deps["dependsOn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want);
+    cyclonedx_valid(&cdx_path);
+
+    // inspect shows it.
+    let inspected = result(&ok(cargo_oci(
+        &example("tls-zlib"),
+        &[
+            "inspect",
+            "--release",
+            "--platform",
+            platforms,
+            "--message-format",
+            "json",
+        ],
+    )));
+    let sw = &inspected["software"];
+    assert!(
+        sw["purl"]
+            .as_str()
+            .unwrap()
+            .contains(&index_digest.replace(':', "%3A")),
+        "{sw}"
+    );
+    let shown: BTreeSet<String> = sw["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shown, images.iter().map(|(_, d)| d.clone()).collect());
+    let text = ok(cargo_oci(
+        &example("tls-zlib"),
+        &["inspect", "--release", "--platform", platforms, "-q"],
+    ));
+    assert!(
+        text.contains("software (what the index's SBOM lists)"),
+        "{text}"
+    );
+
+    // Pushed: the index's SBOM is attached to the index (the fallback tag of its digest).
+    let repo = "multi/sbom";
+    let spdx_bytes = std::fs::read(&spdx_path).unwrap();
+    let mut push = cargo_oci(
+        &example("tls-zlib"),
+        &[
+            "push",
+            "--release",
+            "--no-build",
+            "--platform",
+            platforms,
+            "--to",
+            &format!("{}/{repo}", reg.addr),
+            "--message-format",
+            "json",
+        ],
+    );
+    push.stdin(std::process::Stdio::null());
+    let pushed = result(&ok(push));
+    assert_eq!(pushed["digest"].as_str(), Some(index_digest.as_str()));
+    assert!(
+        pushed["attached"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["subject"] == index_digest.as_str()),
+        "{pushed}"
+    );
+    let get = |path: &str, accept: &str| {
+        let (status, _, body) = http(&reg.addr, "GET", path, &[("Accept", accept)]).unwrap();
+        assert_eq!(status, 200, "GET {path}");
+        body
+    };
+    let fallback: serde_json::Value = serde_json::from_slice(&get(
+        &format!(
+            "/v2/{repo}/manifests/sha256-{}",
+            index_digest.trim_start_matches("sha256:")
+        ),
+        "application/vnd.oci.image.index.v1+json",
+    ))
+    .unwrap();
+    let entry = &fallback["manifests"][0];
+    assert_eq!(entry["artifactType"], "application/spdx+json", "{fallback}");
+    let artifact: serde_json::Value = serde_json::from_slice(&get(
+        &format!("/v2/{repo}/manifests/{}", entry["digest"].as_str().unwrap()),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    assert_eq!(artifact["subject"]["digest"], index_digest.as_str());
+    assert_eq!(
+        artifact["subject"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let blob = get(
+        &format!(
+            "/v2/{repo}/blobs/{}",
+            artifact["layers"][0]["digest"].as_str().unwrap()
+        ),
+        "*/*",
+    );
+    assert!(
+        blob == spdx_bytes,
+        "the attached index SBOM is the one written beside the build"
+    );
+}

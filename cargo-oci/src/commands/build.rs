@@ -1,7 +1,8 @@
 //! "Build, then these sinks": every command that makes images reads the configuration of each,
 //! checks every destination (and where each SBOM goes) before any build work, builds all the
-//! images (one cargo run), writes each image's SBOM beside its output, then hands each image to
-//! its sinks in turn; a sink that can (a registry) then attaches each image's SBOM to it.
+//! images (one cargo run), writes each image's SBOM beside its output (and a multi-platform
+//! index's, `-index`), then hands each image to its sinks in turn; a sink that can (a registry)
+//! then attaches each image's (and index's) SBOM to it.
 
 use std::path::{Path, PathBuf};
 
@@ -124,6 +125,19 @@ fn write_sboms(
         report.status("SBOM", &path.display().to_string());
         out.push(path);
     }
+    // A multi-platform build: the index's own (and its debug variant's), beside the image's.
+    for (i, index) in built.indexes().into_iter().enumerate() {
+        let path = variant_path(
+            base,
+            format.suffix(),
+            if i == 0 { "-index" } else { "-debug-index" },
+        );
+        let bytes = sbom::render_index(format, index, built.primary().inventory.created)?;
+        write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
+            .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
+        report.status("SBOM", &format!("{} (the index)", path.display()));
+        out.push(path);
+    }
     Ok(out)
 }
 
@@ -148,6 +162,18 @@ fn sbom_artifacts(format: sbom::Format, built: &Built) -> Result<Vec<Artifact>> 
             });
         }
     }
+    for (i, index) in built.indexes().into_iter().enumerate() {
+        out.push(Artifact {
+            subject: index.blob.digest.clone(),
+            media_type: format.media_type().to_string(),
+            title: format!(
+                "sbom{}-index{}",
+                if i > 0 { "-debug" } else { "" },
+                format.suffix()
+            ),
+            bytes: sbom::render_index(format, index, built.primary().inventory.created)?,
+        });
+    }
     Ok(out)
 }
 
@@ -160,10 +186,15 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// The debug variant's SBOM: `x.spdx.json` → `x-debug.spdx.json`.
 fn debug_path(path: &Path, suffix: &str) -> PathBuf {
+    variant_path(path, suffix, "-debug")
+}
+
+/// Another SBOM beside `path`: `x.spdx.json` → `x<variant>.spdx.json`.
+fn variant_path(path: &Path, suffix: &str, variant: &str) -> PathBuf {
     let s = path.to_string_lossy();
     match s.strip_suffix(suffix) {
-        Some(stem) => PathBuf::from(format!("{stem}-debug{suffix}")),
-        None => PathBuf::from(format!("{s}-debug")),
+        Some(stem) => PathBuf::from(format!("{stem}{variant}{suffix}")),
+        None => PathBuf::from(format!("{s}{variant}")),
     }
 }
 
@@ -184,6 +215,10 @@ mod tests {
         assert_eq!(
             debug_path(Path::new("a/sbom"), ".cdx.json"),
             PathBuf::from("a/sbom-debug")
+        );
+        assert_eq!(
+            variant_path(Path::new("a/app.spdx.json"), ".spdx.json", "-index"),
+            PathBuf::from("a/app-index.spdx.json")
         );
     }
 }

@@ -362,6 +362,7 @@ pub fn to_json(b: &Built) -> Result<Value> {
         "references": index.references(),
         "digest": index.blob.digest,
         "media_type": crate::oci::index::INDEX_MEDIA_TYPE,
+        "software": index_software_json(index),
         "platforms": platforms,
         "debug": debug.as_ref().map(|d| json!({
             "references": d.references(),
@@ -379,6 +380,14 @@ pub fn to_text(b: &Built) -> Result<String> {
     let _ = writeln!(s, "index    {}@{}", index.name, index.blob.digest);
     let _ = writeln!(s, "tags     {}", index.tags.join(", "));
     let _ = writeln!(s, "platforms {}", index.platforms().join(", "));
+    let _ = writeln!(
+        s,
+        "\nsoftware (what the index's SBOM lists)\n  the index  {}",
+        sbom::index_purl(index)
+    );
+    for (platform, _, purl) in sbom::platform_images(index) {
+        let _ = writeln!(s, "    contains the {platform} image  {purl}");
+    }
     for p in &b.platforms {
         let _ = writeln!(
             s,
@@ -389,6 +398,16 @@ pub fn to_text(b: &Built) -> Result<String> {
         s.push_str(&one_text(p, &b.store)?);
     }
     Ok(s)
+}
+
+/// What the index's SBOM lists: the index and the platform images it contains.
+fn index_software_json(index: &crate::oci::index::Index) -> Value {
+    json!({
+        "purl": sbom::index_purl(index),
+        "images": sbom::platform_images(index).into_iter().map(|(platform, digest, purl)| json!({
+            "platform": platform, "digest": digest, "purl": purl,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// What the SBOM lists: crates, Debian packages, files no package owns.

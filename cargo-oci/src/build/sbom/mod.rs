@@ -1,8 +1,9 @@
 //! What an image is made of, for its software bill of materials: the crates of the binary
 //! ([`crates`]), the Debian packages its files come from ([`dpkg`]) and the files no package
 //! owns. The [`Inventory`] is gathered once per build from the layer plan; [`render`] writes it
-//! as SPDX 2.3 or CycloneDX 1.6 JSON for one image, named by its digest. The bytes depend only on
-//! the inputs: no clock is read, identifiers are derived from the content.
+//! as SPDX 2.3 or CycloneDX 1.6 JSON for one image, named by its digest; [`render_index`] writes
+//! the SBOM of a multi-platform index. The bytes depend only on the inputs: no clock is read,
+//! identifiers are derived from the content.
 
 mod auditable;
 mod crate_cache;
@@ -10,6 +11,7 @@ pub mod crates;
 mod cyclonedx;
 pub mod dpkg;
 mod dpkg_cache;
+mod index;
 pub mod scanner;
 mod spdx;
 
@@ -25,6 +27,7 @@ use crate::oci::image::Image;
 pub use auditable::embed as embed_crate_list;
 pub use crates::Crate;
 pub use dpkg::{DebPackage, Distro};
+pub use index::{index_purl, platform_images, render_index};
 
 /// The SBOM formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
