@@ -188,6 +188,21 @@ fn each_member_directory_packages_that_member() {
         ]
     );
     assert_eq!(all[0]["digest"], built[0]["digest"]);
+    // `--bin NAME` there: the member that has that binary, as cargo finds it.
+    let one = results(&ok(oci_in(
+        &ws,
+        &ws,
+        &args(&["build", "--no-build", "--bin", "server"]),
+    )));
+    assert_eq!(names(&one), ["localhost/fleet/server"]);
+    fails_with_2(
+        run(oci_in(
+            &ws,
+            &ws,
+            &args(&["build", "--no-build", "--bin", "nope"]),
+        )),
+        &["--bin nope", "`nope`", "billing", "multi"],
+    );
     // With `default-members`, those: a library among them asks for no image.
     let with_defaults = |defaults: &str| {
         text.replace(

@@ -146,7 +146,7 @@ pub fn select_packages<'a>(
         let root = meta.workspace_root.join("Cargo.toml");
         if same_file(root.as_std_path(), &manifest) && meta.workspace_default_members.is_available()
         {
-            return default_members(meta, asks_for_image);
+            return default_members(meta, sel.bin.as_deref(), asks_for_image);
         }
         if let Some(p) = members
             .iter()
@@ -168,14 +168,37 @@ pub fn select_packages<'a>(
 
 /// What `cargo build` builds at the workspace root with no package flags: the default members
 /// (`default-members`, else every member of a virtual workspace, else the root package); of
-/// several, those that ask for an image, as with `--workspace`.
+/// several, those that ask for an image, as with `--workspace`, or with `--bin NAME` those that
+/// have that binary.
 fn default_members<'a>(
     meta: &'a Metadata,
+    bin: Option<&str>,
     asks_for_image: impl Fn(&&'a Package) -> bool,
 ) -> Result<Vec<&'a Package>, UsageError> {
     let defaults = meta.workspace_default_packages();
     if defaults.len() <= 1 {
         return Ok(defaults);
+    }
+    if let Some(bin) = bin {
+        let has_bin = |p: &&Package| {
+            p.targets
+                .iter()
+                .any(|t| t.name == bin && t.kind.contains(&TargetKind::Bin))
+        };
+        let with: Vec<&Package> = defaults.iter().copied().filter(has_bin).collect();
+        if !with.is_empty() {
+            return Ok(with);
+        }
+        return Err(UsageError::new(format!(
+            "--bin {bin}: no package `cargo build` builds at {} has a binary named `{bin}` ({})",
+            meta.workspace_root,
+            defaults
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .hint("name a binary of one of these packages, or choose the package with -p NAME"));
     }
     let names = defaults
         .iter()
