@@ -117,8 +117,11 @@ fn write_sboms(
             debug: i > 0,
         };
         let bytes = sbom::render(format, &built.primary().inventory, &subject)?;
-        write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
-            .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
+        // An SBOM already there with these bytes is left as it is.
+        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
+                .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
+        }
         report.status("SBOM", &path.display().to_string());
         out.push(path);
     }

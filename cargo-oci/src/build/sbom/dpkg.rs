@@ -105,7 +105,11 @@ impl Dpkg {
                 known.insert(path.to_string(), owner);
             }
             if let Some(cache) = &cache {
-                cache.store(&known);
+                // Another build may have added answers since (the images of a workspace are
+                // packaged in parallel): keep them.
+                let mut merged = cache.load().unwrap_or_default();
+                merged.extend(known.iter().map(|(k, v)| (k.clone(), v.clone())));
+                cache.store(&merged);
             }
         }
         let mut db = Dpkg::default();
