@@ -362,7 +362,8 @@ pub struct PushArgs {
     /// Blobs larger than this go up in chunks of this size (bytes, or with K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     pub chunk_size: u64,
-    /// Sign each pushed manifest with this ECDSA P-256 key (PEM), in cosign's format.
+    /// Sign each pushed manifest with this ECDSA P-256 key (PEM), in cosign's format (instead
+    /// of the metadata's `sign-key`).
     #[arg(long, value_name = "KEY", env = "CARGO_OCI_SIGN_KEY")]
     pub sign: Option<PathBuf>,
     /// Do not attach each image's SBOM to it in the registry (attached by default, as an OCI 1.1
