@@ -758,3 +758,100 @@ fn a_two_platform_build_has_an_sbom_for_its_index_shown_and_attached() {
         "the attached index SBOM is the one written beside the build"
     );
 }
+
+#[test]
+fn the_debug_variants_tools_get_their_dpkg_records_and_sbom_entries() {
+    for t in ["dpkg", "skopeo", "umoci"] {
+        if tool(t).is_none() {
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    copy_example("http-hello", &dir);
+    let manifest = dir.join("Cargo.toml");
+    let toml = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        toml.replace(
+            "[package.metadata.oci]\n",
+            "[package.metadata.oci]\ndebug = true\n",
+        ),
+    )
+    .unwrap();
+    let layout = tmp.path().join("layout");
+    let j = result(&ok(cargo_oci(
+        &dir,
+        &["build", "--release", "--message-format", "json", "-o"],
+    )
+    .arg(&layout)));
+    // The debug variant's tools, and the Debian packages they come from (as dpkg says).
+    let unpack = |reference: &str, name: &str| -> PathBuf {
+        let one = tmp.path().join(format!("one-{name}"));
+        ok(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("oci:{}:{reference}", layout.display()),
+            &format!("oci:{}:x", one.display()),
+        ]));
+        let bundle = tmp.path().join(format!("bundle-{name}"));
+        ok(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:x", one.display()))
+            .arg(&bundle));
+        bundle.join("rootfs")
+    };
+    let image = unpack(j["references"][0].as_str().unwrap(), "image");
+    let debug = unpack(
+        j["debug"]["references"][0]
+            .as_str()
+            .expect("a debug variant"),
+        "debug",
+    );
+    let image_sbom = read_json(Path::new(j["sbom"][0].as_str().unwrap()));
+    let debug_sbom = read_json(Path::new(j["sbom"][1].as_str().unwrap()));
+    let names = |doc: &serde_json::Value| -> BTreeSet<String> {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The packages only the debug variant's SBOM lists: its tools' (busybox-static, or bash and
+    // coreutils), each checked against dpkg below.
+    let debug_only: BTreeSet<String> = names(&debug_sbom)
+        .difference(&names(&image_sbom))
+        .cloned()
+        .collect();
+    assert!(
+        !debug_only.is_empty(),
+        "the debug tools come from a Debian package on this host"
+    );
+    for pkg in &debug_only {
+        let version = ok(Command::new("dpkg-query").args(["-W", "-f", "${Version}", pkg]));
+        let record = std::fs::read_to_string(debug.join("var/lib/dpkg/status.d").join(pkg))
+            .unwrap_or_else(|e| panic!("the debug variant has no dpkg record of {pkg}: {e}"));
+        assert!(record.contains(&format!("Package: {pkg}\n")), "{record}");
+        assert!(
+            record.contains(&format!("Version: {version}\n")),
+            "{record}"
+        );
+        assert!(
+            !image.join("var/lib/dpkg/status.d").join(pkg).exists(),
+            "{pkg} is the debug variant's only"
+        );
+        assert!(
+            names(&debug_sbom).contains(pkg),
+            "the debug SBOM lists {pkg}"
+        );
+    }
+    // The image's own records are in the debug variant too (its layers are below).
+    for e in std::fs::read_dir(image.join("var/lib/dpkg/status.d")).unwrap() {
+        let e = e.unwrap();
+        assert!(debug
+            .join("var/lib/dpkg/status.d")
+            .join(e.file_name())
+            .is_file());
+    }
+}

@@ -191,6 +191,7 @@ pub fn assemble(
             // Above cargo-oci's base files, under everything that changes more often.
             plan.layers.insert(plan.layers.len().min(1), layer);
         }
+        sbom::scanner::add_debug_records(&inventory, &mut plan);
     }
     // The debug variant adds one layer on top: keep room for it in the budget.
     let budget = spec.max_layers - base_layers - usize::from(plan.debug_layer.is_some());

@@ -133,8 +133,10 @@ fn write_sboms(
             if i == 0 { "-index" } else { "-debug-index" },
         );
         let bytes = sbom::render_index(format, index, built.primary().inventory.created)?;
-        write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
-            .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
+        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            write_atomic(&path, |w| Ok(w.write_all(&bytes)?))
+                .with_context(|| format!("cannot write the SBOM to {}", path.display()))?;
+        }
         report.status("SBOM", &format!("{} (the index)", path.display()));
         out.push(path);
     }
