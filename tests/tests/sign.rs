@@ -509,3 +509,76 @@ fn the_metadata_names_the_key_and_sign_takes_precedence() {
         .arg(format!("docker://{}/meta/refused", reg.addr)));
     assert!(!o.status.success(), "the repository got nothing");
 }
+
+#[test]
+fn a_signed_push_with_its_sbom_asks_for_credentials_once_and_lists_what_it_attached() {
+    let Some(reg) = Registry::start(Some(("ann", "s3cret-pw"))) else {
+        return;
+    };
+    let b = built("http-hello");
+    let home = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(home.path(), "k");
+    let docker = home.path().join(".docker");
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = home.path().join("helper.log");
+    write_script(
+        &bin.join("docker-credential-cargooci-once"),
+        &format!(
+            "#!/bin/sh\nread server\necho \"$1 $server\" >> {}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"ann\",\"Secret\":\"s3cret-pw\"}}' \"$server\"\n",
+            log.display()
+        ),
+    );
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "cargooci-once"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let dest = format!("{}/team/once", reg.addr);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = ok(push(
+        &example("http-hello"),
+        &dest,
+        &["--message-format", "json", "--sign"],
+    )
+    .arg(&key)
+    .env("HOME", home.path())
+    .env("DOCKER_CONFIG", &docker)
+    .env_remove("REGISTRY_AUTH_FILE")
+    .env_remove("CARGO_OCI_REGISTRY_USER")
+    .env_remove("CARGO_OCI_REGISTRY_PASSWORD")
+    .env("PATH", path));
+    // One credential look-up for the image, its signature, its SBOM and the SBOM's signature.
+    let asked = std::fs::read_to_string(&log).expect("the helper was run");
+    assert_eq!(asked.trim(), format!("get {}", reg.addr), "{asked}");
+    let j = results(&out).remove(0);
+    let hex = b.digest.trim_start_matches("sha256:");
+    let attached = j["attached"].as_array().expect("attached");
+    assert_eq!(attached.len(), 1, "{j}");
+    let a = &attached[0];
+    assert_eq!(a["subject"], b.digest.as_str(), "{a}");
+    assert_eq!(a["artifact_type"], "application/spdx+json", "{a}");
+    assert_eq!(a["fallback_tag"], format!("sha256-{hex}"), "{a}");
+    let artifact = a["digest"].as_str().expect("digest");
+    assert_eq!(
+        a["signature"]["tag"],
+        format!("sha256-{}.sig", artifact.trim_start_matches("sha256:")),
+        "{a}"
+    );
+    let signatures: Vec<&str> = j["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(signatures, [b.digest.as_str()], "{j}");
+    assert!(j["signatures"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}
