@@ -4,6 +4,7 @@
 //! gives a changed crate list. cargo is a script that logs its arguments and hands over.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cargo_oci_tests::*;
@@ -109,9 +110,17 @@ fn a_rebuild_with_nothing_changed_runs_only_the_package_list_and_changes_show() 
         "the first build resolves the crates:\n{calls}"
     );
 
-    // Nothing changed: only the package list.
+    // Nothing changed: only the package list, and the SBOM file is left as it was.
+    let sbom = dir.join("sbom.spdx.json");
+    let written = std::fs::metadata(&sbom).unwrap();
     let (again, calls) = package(&dir, &cargo, &log, &[]);
     assert_eq!(again, first);
+    let kept = std::fs::metadata(&sbom).unwrap();
+    assert_eq!(
+        (kept.ino(), kept.modified().unwrap()),
+        (written.ino(), written.modified().unwrap()),
+        "an SBOM with the same bytes was written again"
+    );
     assert!(!calls.is_empty());
     assert!(
         calls
