@@ -52,6 +52,18 @@ if [ -d /proc/sys/fs/binfmt_misc ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch
    && command -v update-binfmts >/dev/null 2>&1; then
   update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 fi
+# The same arm64 libraries as .deb files, for a sysroot made from packages (and one amd64
+# package, which such a sysroot must refuse). Each directory is complete or absent.
+fetch_debs() { # DIR PACKAGE...
+  local dir=$1; shift
+  [ -d "$dir" ] && return 0
+  echo "install-test-tools: downloading $* into $dir" >&2
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" && chmod 777 "$dir.tmp"
+  (cd "$dir.tmp" && apt-get download -qq "$@")
+  chmod 755 "$dir.tmp" && mv "$dir.tmp" "$dir"
+}
+fetch_debs /var/cache/cargo-oci-test/debs-arm64 libc6:arm64 libgcc-s1:arm64 libssl3:arm64 zlib1g:arm64
+fetch_debs /var/cache/cargo-oci-test/debs-amd64 zlib1g:amd64
 if command -v rustup >/dev/null 2>&1; then
   for t in aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"

@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod cargo;
 pub mod closure;
+pub mod deb_sysroot;
 pub mod helper;
 pub mod layer_cache;
 pub mod layer_writer;

@@ -45,7 +45,7 @@ pub fn assemble(
     let sysroot = if info.is_static && spec.runtime_inputs.is_empty() && spec.debug.is_none() {
         PathBuf::from("/")
     } else {
-        target::sysroot(&artifact.target, &host)?
+        target::sysroot(&artifact.target, &host, report)?
     };
     let runtime_inputs = tools::runtime_inputs(
         &spec.runtime_inputs,
@@ -179,6 +179,12 @@ pub fn assemble(
     let records = if sysroot.join("var/lib/dpkg").is_dir() {
         sysroot.as_path()
     } else {
+        if sysroot != Path::new("/") {
+            report.detail(&format!(
+                "the sysroot {} has no package database (var/lib/dpkg/status): its files are listed as files, without their packages",
+                sysroot.display()
+            ));
+        }
         Path::new("/")
     };
     // Which package owns which file, remembered per machine (any checkout reads the same

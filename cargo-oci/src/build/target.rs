@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::oci::platform::ElfArch;
+use anyhow::Result;
+
+use crate::build::deb_sysroot;
 use crate::util::error::UsageError;
+use crate::util::reporter::Reporter;
 
 /// The environment variable that names the sysroot of `triple`:
 /// `CARGO_OCI_SYSROOT_AARCH64_UNKNOWN_LINUX_GNU`.
@@ -88,7 +92,11 @@ pub fn prepare(triple: &str, host: &str, package_dir: &Path) -> Result<(), Usage
                 || std::env::var_os(format!("{v}_{triple}")).is_some()
         });
         if !any_set {
-            let sysroot = std::env::var_os(sysroot_var(triple)).map(PathBuf::from);
+            // A directory of .deb files is where the closure is resolved; linking uses the
+            // host's multiarch install.
+            let sysroot = std::env::var_os(sysroot_var(triple))
+                .map(PathBuf::from)
+                .filter(|s| !deb_sysroot::is_deb_dir(s));
             let root = sysroot.clone().unwrap_or_else(|| PathBuf::from("/"));
             let dirs: Vec<String> = [
                 format!("usr/lib/{t}/pkgconfig"),
@@ -191,7 +199,9 @@ fn config_names_linker(triple: &str, package_dir: &Path) -> bool {
 /// The file system the closure of `triple`'s programs is resolved in: `/` for the host's own
 /// architecture; else `$CARGO_OCI_SYSROOT_<TRIPLE>`, else a multiarch install on this host
 /// (`/lib/<triplet>`, `/usr/lib/<triplet>`: sysroot `/`), else the cross packages' `/usr/<triplet>`.
-pub fn sysroot(triple: &str, host: &str) -> Result<PathBuf, UsageError> {
+/// A `$CARGO_OCI_SYSROOT_<TRIPLE>` that names a directory of `.deb` files is made into a file
+/// system with a package database (see [`deb_sysroot`]).
+pub fn sysroot(triple: &str, host: &str, report: &Reporter) -> Result<PathBuf> {
     let var = sysroot_var(triple);
     if let Some(s) = std::env::var_os(&var) {
         let s = PathBuf::from(s);
@@ -200,7 +210,23 @@ pub fn sysroot(triple: &str, host: &str) -> Result<PathBuf, UsageError> {
                 "{var} names {}, which is not a directory",
                 s.display()
             ))
-            .hint("set it to the root of the target's file system (where lib/ and usr/lib/ are)"));
+            .hint("set it to the root of the target's file system (where lib/ and usr/lib/ are), or to a directory of the target's .deb files")
+            .into());
+        }
+        if deb_sysroot::is_deb_dir(&s) {
+            let deb = arch_of(triple)?.debian_arch().unwrap_or("ARCH");
+            let (root, fresh) = deb_sysroot::make(&s, deb, &crate::util::fs::cache_dir()?)?;
+            report.detail(&format!(
+                "sysroot of {triple}: the packages in {} {} {}",
+                s.display(),
+                if fresh {
+                    "unpacked into"
+                } else {
+                    "already unpacked in"
+                },
+                root.display()
+            ));
+            return Ok(root);
         }
         return Ok(s);
     }
@@ -210,7 +236,8 @@ pub fn sysroot(triple: &str, host: &str) -> Result<PathBuf, UsageError> {
     }
     let Some(t) = arch.triplet() else {
         return Err(UsageError::new(format!("no sysroot for {triple}"))
-            .hint(format!("set {var} to the root of the target's file system")));
+            .hint(format!("set {var} to the root of the target's file system"))
+            .into());
     };
     let has_libc = |root: &Path| {
         ["lib", "usr/lib"].iter().any(|d| {
@@ -237,8 +264,9 @@ pub fn sysroot(triple: &str, host: &str) -> Result<PathBuf, UsageError> {
             cross.display()
         ))
         .hint(format!(
-            "install the target's libraries (`dpkg --add-architecture {deb} && apt-get update && apt-get install libc6:{deb}`), or set {var} to the target's root file system"
-        )))
+            "install the target's libraries (`dpkg --add-architecture {deb} && apt-get update && apt-get install libc6:{deb}`), or download them into a directory (`apt-get download libc6:{deb}`) and set {var} to it"
+        ))
+        .into())
     }
 }
 
@@ -280,8 +308,7 @@ pub fn missing_library(
         format!("install the {deb} library: `dpkg --add-architecture {deb} && apt-get update && apt-get install {pkg}:{deb}`")
     } else {
         format!(
-            "put the {deb} library into the sysroot (`apt-get download {pkg}:{deb}` then `dpkg-deb -x` the file into {}), or point {} at a sysroot that has it",
-            sysroot.display(),
+            "download the target's packages into a directory (`mkdir debs && cd debs && apt-get download {pkg}:{deb} libc6:{deb} ...`) and point {} (or `sysroots` in [package.metadata.oci]) at it: cargo-oci unpacks the .deb files and knows their packages",
             sysroot_var(triple)
         )
     };
