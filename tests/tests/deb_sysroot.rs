@@ -298,3 +298,70 @@ fn damaged_and_foreign_deb_files_are_refused() {
         assert_eq!(sysroots_listing(), before, "{name}: nothing unpacked");
     }
 }
+
+#[test]
+fn sysroot_unpacked_by_hand_has_its_files_listed_as_files() {
+    if ready().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sysroot = tmp.path().join("sysroot");
+    for deb in debs(DEBS) {
+        ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&sysroot));
+    }
+    let layout = tmp.path().join("layout");
+    // The sysroot holds no development files: link against the host's multiarch install, as
+    // the other builds here do (the same pkg-config settings, so nothing is rebuilt).
+    let out = run(cargo_oci(
+        &example("tls-zlib"),
+        &[
+            "build",
+            "--release",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "-v",
+            "--message-format",
+            "json",
+            "-o",
+        ],
+    )
+    .arg(&layout)
+    .env(VAR, &sysroot)
+    .env(
+        "PKG_CONFIG_LIBDIR_aarch64_unknown_linux_gnu",
+        "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig",
+    )
+    .env("PKG_CONFIG_ALLOW_CROSS_aarch64_unknown_linux_gnu", "1"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the sysroot {} has no package database",
+            sysroot.display()
+        )),
+        "-v says the sysroot has no package database: {err}"
+    );
+    assert!(!err.contains("unpacked into"), "{err}");
+    let j = result(&String::from_utf8_lossy(&out.stdout));
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(j["sbom"][0].as_str().unwrap()).unwrap()).unwrap();
+    let debs_listed: Vec<&serde_json::Value> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["externalRefs"].to_string().contains("pkg:deb/"))
+        .collect();
+    assert!(debs_listed.is_empty(), "no package known: {debs_listed:?}");
+    let files: BTreeSet<String> = sbom["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["fileName"].as_str().unwrap().to_string())
+        .collect();
+    for lib in ["libc.so.6", "libssl.so.3", "libz.so.1"] {
+        assert!(
+            files.iter().any(|f| f.ends_with(lib)),
+            "{lib} listed as a file: {files:?}"
+        );
+    }
+}
