@@ -223,6 +223,28 @@ fn image_from_deb_files_knows_their_packages() {
         assert!(record.contains("Architecture: arm64\n"), "{record}");
     }
 
+    // A scanner finds the packages, for arm64, at the same versions.
+    if let Some(syft) = tool("syft") {
+        let out = ok(Command::new(syft)
+            .args(["scan", "-q", "-o", "json"])
+            .arg(format!("oci-dir:{}", one.display())));
+        let found: serde_json::Value = serde_json::from_str(&out).expect("syft prints JSON");
+        let debs: BTreeMap<String, String> = found["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "deb")
+            .inspect(|a| assert_eq!(a["metadata"]["architecture"], "arm64", "{a}"))
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap().to_string(),
+                    a["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(debs, versions, "what syft finds");
+    }
+
     // A second build unpacks nothing: the same cache directory, untouched, and the same image.
     let before = sysroots_listing();
     let status = std::fs::metadata(root.join("var/lib/dpkg/status")).unwrap();
