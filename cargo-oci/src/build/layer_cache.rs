@@ -13,8 +13,10 @@
 //! repairs. (Written here: the key is specific to layer plans, and a record is one small file
 //! beside the blob store.)
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
@@ -55,6 +57,10 @@ impl LayerCache {
     ) -> Result<Layer> {
         let key = key(plan, mtime, comp)?;
         let record = self.dir.join(format!("{key}.json"));
+        // Images assembled side by side share layers (the contracts, the C library): the first
+        // to need one writes it, the others wait and find it recorded.
+        let slot = in_flight(&key);
+        let _writing = slot.lock().unwrap_or_else(|e| e.into_inner());
         match lookup(store, &key, &record) {
             Lookup::Hit(mut hit) => {
                 hit.role = plan.role.clone();
@@ -76,6 +82,16 @@ impl LayerCache {
         });
         Ok(layer)
     }
+}
+
+/// The lock of the layer with `key` in this process.
+fn in_flight(key: &str) -> Arc<Mutex<()>> {
+    static KEYS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut keys = KEYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    keys.entry(key.to_string()).or_default().clone()
 }
 
 /// A record: the layer made from the inputs with this key, sealed by a digest of both.
@@ -207,6 +223,34 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_layer_needed_by_images_assembled_side_by_side_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let cache = LayerCache::open(&dir.path().join("cache")).unwrap();
+        let file = dir.path().join("app");
+        // Large enough that writing it takes longer than starting the other threads.
+        let bytes: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let comp = Compression::new(Codec::Gzip);
+        let start = std::sync::Barrier::new(4);
+        let layers: Vec<Layer> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        cache.layer(&store, &plan(&file), 1, comp).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(layers.iter().filter(|l| !l.reused).count(), 1);
+        assert!(layers.iter().all(|l| l.blob == layers[0].blob));
     }
 
     #[test]
