@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::crates::Crate;
+use super::sealed::{self, field};
 use crate::build::cargo::CargoFlags;
 use crate::config::BuildSpec;
 use crate::util::fs::write_atomic;
@@ -29,11 +30,6 @@ struct Record {
 pub struct Entry {
     path: PathBuf,
     key: String,
-}
-
-fn field(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
 }
 
 /// A file's bytes as a key field; a missing or unreadable file is a distinct value.
@@ -91,13 +87,7 @@ impl Entry {
 
     /// The crates of a current record, if there is one.
     pub fn load(&self) -> Option<Vec<Crate>> {
-        let text = std::fs::read(&self.path).ok()?;
-        let (seal, body) = text.split_at(text.iter().position(|&b| b == b'\n')?);
-        let body = &body[1..];
-        if seal != hex::encode(Sha256::digest(body)).as_bytes() {
-            return None;
-        }
-        let record: Record = serde_json::from_slice(body).ok()?;
+        let record: Record = sealed::read(&self.path)?;
         let current = record.key == self.key
             && record
                 .manifests
@@ -125,19 +115,7 @@ impl Entry {
             manifests: local.iter().map(|p| (p.clone(), file_digest(p))).collect(),
             crates: crates.to_vec(),
         };
-        let Ok(body) = serde_json::to_vec(&record) else {
-            return;
-        };
-        let seal = hex::encode(Sha256::digest(&body));
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).ok();
-        }
-        write_atomic(&self.path, |w| {
-            w.write_all(seal.as_bytes())?;
-            w.write_all(b"\n")?;
-            Ok(w.write_all(&body)?)
-        })
-        .ok();
+        sealed::write(&self.path, &record);
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dpkg::DebPackage;
-use crate::util::fs::write_atomic;
+use super::sealed::{self, field};
 
 /// Path → the package that owns it (its status record), or `None` for a path no package owns.
 pub type Owners = BTreeMap<String, Option<DebPackage>>;
@@ -31,11 +31,6 @@ struct Body {
 pub struct Record {
     path: PathBuf,
     key: String,
-}
-
-fn field(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
 }
 
 /// A file's identity as a key field; a missing one is a distinct value.
@@ -76,13 +71,7 @@ impl Record {
 
     /// The answers of a current record, if there is one.
     pub fn load(&self) -> Option<Owners> {
-        let text = std::fs::read(&self.path).ok()?;
-        let (seal, body) = text.split_at(text.iter().position(|&b| b == b'\n')?);
-        let body = &body[1..];
-        if seal != hex::encode(Sha256::digest(body)).as_bytes() {
-            return None;
-        }
-        let body: Body = serde_json::from_slice(body).ok()?;
+        let body: Body = sealed::read(&self.path)?;
         (body.key == self.key).then_some(body.owners)
     }
 
@@ -92,18 +81,6 @@ impl Record {
             key: self.key.clone(),
             owners: owners.clone(),
         };
-        let Ok(body) = serde_json::to_vec(&body) else {
-            return;
-        };
-        let seal = hex::encode(Sha256::digest(&body));
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).ok();
-        }
-        write_atomic(&self.path, |w| {
-            w.write_all(seal.as_bytes())?;
-            w.write_all(b"\n")?;
-            Ok(w.write_all(&body)?)
-        })
-        .ok();
+        sealed::write(&self.path, &body);
     }
 }

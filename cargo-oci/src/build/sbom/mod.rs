@@ -13,6 +13,7 @@ pub mod dpkg;
 mod dpkg_cache;
 mod index;
 pub mod scanner;
+mod sealed;
 mod spdx;
 
 use std::collections::{BTreeMap, BTreeSet};
