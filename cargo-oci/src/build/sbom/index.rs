@@ -5,6 +5,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::spdx::{container, rel};
 use super::{pct, Format, Subject};
 use crate::oci::index::{platform_of, Index};
 
@@ -52,43 +53,29 @@ pub fn render_index(format: Format, index: &Index, created: u64) -> Result<Vec<u
 }
 
 fn spdx(index: &Index, created: u64) -> Result<Value> {
-    const NONE: &str = "NOASSERTION";
-    let purl_ref = |purl: &str| json!([{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl }]);
-    let rel = |a: &str, kind: &str, b: &str| json!({ "spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b });
-    let mut packages = vec![json!({
-        "SPDXID": "SPDXRef-Index",
-        "name": index.name.full,
-        "versionInfo": index.blob.digest.to_string(),
-        "downloadLocation": NONE,
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [{ "algorithm": "SHA256", "checksumValue": index.blob.hex() }],
-        "licenseConcluded": NONE,
-        "licenseDeclared": NONE,
-        "copyrightText": NONE,
-        "externalRefs": purl_ref(&index_purl(index)),
-        "comment": format!("multi-platform image index; platforms: {}; tags: {}",
-            index.platforms().join(", "), index.tags.join(", ")),
-    })];
+    let mut packages = vec![container(
+        "SPDXRef-Index",
+        &index.name.full,
+        index.blob.digest.as_str(),
+        index_purl(index),
+        format!(
+            "multi-platform image index; platforms: {}; tags: {}",
+            index.platforms().join(", "),
+            index.tags.join(", ")
+        ),
+    )];
     let mut rels = vec![rel("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-Index")];
     for (i, ((platform, digest, purl), image)) in
         platform_images(index).iter().zip(&index.images).enumerate()
     {
         let id = format!("SPDXRef-Image-{i}-{}", image.architecture.replace('_', "-"));
-        packages.push(json!({
-            "SPDXID": id,
-            "name": image.name.full,
-            "versionInfo": digest,
-            "downloadLocation": NONE,
-            "filesAnalyzed": false,
-            "primaryPackagePurpose": "CONTAINER",
-            "checksums": [{ "algorithm": "SHA256", "checksumValue": image.manifest.hex() }],
-            "licenseConcluded": NONE,
-            "licenseDeclared": NONE,
-            "copyrightText": NONE,
-            "externalRefs": purl_ref(purl),
-            "comment": format!("the {platform} image; its own SBOM lists what it holds"),
-        }));
+        packages.push(container(
+            &id,
+            &image.name.full,
+            digest,
+            purl.clone(),
+            format!("the {platform} image; its own SBOM lists what it holds"),
+        ));
         rels.push(rel("SPDXRef-Index", "CONTAINS", &id));
     }
     let mut doc = json!({

@@ -39,30 +39,58 @@ fn purl_ref(purl: String) -> Value {
     json!([{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl }])
 }
 
+/// A relationship: `a` is `kind` of `b`.
+pub(super) fn rel(a: &str, kind: &str, b: &str) -> Value {
+    json!({ "spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b })
+}
+
+/// The package of an image or an index: its name, its manifest's digest and purl.
+pub(super) fn container(
+    id: &str,
+    name: &str,
+    digest: &str,
+    purl: String,
+    comment: String,
+) -> Value {
+    json!({
+        "SPDXID": id,
+        "name": name,
+        "versionInfo": digest,
+        "downloadLocation": NONE,
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "CONTAINER",
+        "checksums": [{
+            "algorithm": "SHA256",
+            "checksumValue": digest.strip_prefix("sha256:").unwrap_or(digest),
+        }],
+        "licenseConcluded": NONE,
+        "licenseDeclared": NONE,
+        "copyrightText": NONE,
+        "externalRefs": purl_ref(purl),
+        "comment": comment,
+    })
+}
+
 pub(super) fn render(inv: &Inventory, s: &Subject<'_>) -> Result<Vec<u8>> {
     let image = s.image;
     let mut taken = BTreeSet::new();
     let mut packages = Vec::new();
     let mut files = Vec::new();
     let mut rels = Vec::new();
-    let rel = |a: &str, kind: &str, b: &str| json!({ "spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b });
     let image_id = "SPDXRef-Image".to_string();
     taken.insert(image_id.clone());
     rels.push(rel("SPDXRef-DOCUMENT", "DESCRIBES", &image_id));
-    packages.push(json!({
-        "SPDXID": image_id,
-        "name": image.name.full,
-        "versionInfo": image.manifest.digest.to_string(),
-        "downloadLocation": NONE,
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [{ "algorithm": "SHA256", "checksumValue": image.manifest.hex() }],
-        "licenseConcluded": NONE,
-        "licenseDeclared": NONE,
-        "copyrightText": NONE,
-        "externalRefs": purl_ref(s.purl()),
-        "comment": format!("platform linux/{}; tags: {}", image.architecture, image.tags.join(", ")),
-    }));
+    packages.push(container(
+        &image_id,
+        &image.name.full,
+        image.manifest.digest.as_str(),
+        s.purl(),
+        format!(
+            "platform linux/{}; tags: {}",
+            image.architecture,
+            image.tags.join(", ")
+        ),
+    ));
 
     let crate_ids: Vec<String> = inv
         .crates
