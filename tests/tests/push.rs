@@ -797,3 +797,82 @@ fn no_password_goes_to_a_token_service_on_another_host_over_plain_http() {
         tokens.requests.lock().unwrap()
     );
 }
+
+#[test]
+fn a_repeat_push_with_its_sbom_asks_a_few_questions_and_sends_nothing() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let proxy = Proxy::start(
+        &reg.addr,
+        Arc::new(|_: &str, _: &str, _: usize| Fault::Pass),
+    );
+    let b = built("http-hello");
+    let home = tempfile::tempdir().unwrap();
+    let dest = format!("{}/again/app", proxy.addr);
+    // With the SBOM attached (the default), unlike `push_cmd`.
+    let push = || {
+        let mut c = cargo_oci(
+            &example(&b.example),
+            &["push", "--release", "--no-build", "--to", &dest],
+        );
+        c.env("HOME", home.path())
+            .env("DOCKER_CONFIG", home.path().join(".docker"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        push_json(c)
+    };
+    let first = push();
+    assert_eq!(first["digest"], b.digest.as_str());
+    let attached = first["attached"].as_array().expect("attached");
+    assert_eq!(attached.len(), 1, "{first}");
+    let hex = b.digest.trim_start_matches("sha256:");
+    assert_eq!(attached[0]["fallback_tag"], format!("sha256-{hex}"));
+    // The small blobs (the config, the SBOM's) were offered in the request opening their
+    // upload; docker-registry declines that (202) and takes them in the session's PUT.
+    let seen = proxy.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "POST" && s.target.contains("/blobs/uploads/?digest=")),
+        "{seen:?}"
+    );
+
+    proxy.clear();
+    let second = push();
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(second["blobs"]["skipped"], first["blobs"]["uploaded"]);
+    assert_eq!(second["attached"][0]["digest"], attached[0]["digest"]);
+    assert_eq!(
+        second["attached"][0]["fallback_tag"],
+        attached[0]["fallback_tag"]
+    );
+    let seen = proxy.seen();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| matches!(s.method.as_str(), "PUT" | "POST" | "PATCH")),
+        "the repeat push sent something: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| s.target.contains("/blobs/")),
+        "the repeat push asked about blobs: {seen:?}"
+    );
+    // The API root, each tag, the manifest, its referrers (the API, then the fallback tag), its
+    // content tag and the listed artifact: each once.
+    assert!(seen.len() <= 10, "{} requests: {seen:?}", seen.len());
+    // The fallback tag still lists the SBOM once.
+    let (_, _, body) = registry::http(
+        &reg.addr,
+        "GET",
+        &format!("/v2/again/app/manifests/sha256-{hex}"),
+        &[("Accept", "application/vnd.oci.image.index.v1+json")],
+    )
+    .expect("the fallback tag");
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{index}"
+    );
+}

@@ -438,7 +438,7 @@ fn push_request(
         ));
     }
     Ok(PushRequest {
-        destination,
+        destination: destination.clone(),
         credential,
         client: a.image.registry.options(),
         jobs: usize::from(a.upload_jobs),
@@ -457,6 +457,11 @@ fn push_request(
             (None, None) => None,
         },
         attach_sbom: !a.no_attach_sbom,
+        // What the configured tags name is asked while the image is built.
+        ahead: crate::sink::push_ahead::Ahead::planned(
+            destination.unwrap_or_else(|| conf.spec.name.clone()),
+            conf.spec.tags.clone(),
+        ),
     })
 }
 

@@ -110,19 +110,30 @@ pub fn resolve(
     given: Option<&Credential>,
     report: &Reporter,
 ) -> anyhow::Result<Option<Credential>> {
+    let (credential, said) = resolve_said(registry, given)?;
+    report.detail(&said);
+    Ok(credential)
+}
+
+/// [`resolve`], returning what it would say at `-v` instead of saying it (for a lookup made on
+/// another thread, told when its result is used).
+pub fn resolve_said(
+    registry: &str,
+    given: Option<&Credential>,
+) -> anyhow::Result<(Option<Credential>, String)> {
     let credential = match given {
         Some(c) => Some(c.clone()),
         None => lookup(registry)
             .map_err(|m| anyhow::anyhow!("cannot read the credentials for {registry}: {m}"))?,
     };
-    match &credential {
-        Some(c) => report.detail(&format!("credentials for {registry}: {}", c.describe())),
-        None => report.detail(&format!(
+    let said = match &credential {
+        Some(c) => format!("credentials for {registry}: {}", c.describe()),
+        None => format!(
             "no credentials for {registry} (looked in {}): anonymous",
             places()
-        )),
-    }
-    Ok(credential)
+        ),
+    };
+    Ok((credential, said))
 }
 
 /// Where [`lookup`] looks, for messages about an anonymous request.

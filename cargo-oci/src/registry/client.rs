@@ -6,8 +6,9 @@
 //! [`super::negotiate`]). A request that gets no answer fails with a [`NoAnswer`] that says why
 //! first: nothing listens there, an untrusted certificate, or the transport error.
 //!
-//! One client is shared by the upload threads of a push: `ureq`'s agent pools connections and
-//! the current `Authorization` value sits behind a lock.
+//! One client is shared by the upload threads of a push: `ureq`'s agent pools connections (up
+//! to 32 kept open per registry, so that questions asked at once reuse theirs) and the current
+//! `Authorization` value sits behind a lock.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -276,6 +277,9 @@ impl Client {
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .timeout_per_read(Some(Duration::from_secs(60)))
             .timeout_per_write(Some(Duration::from_secs(60)))
+            // Every upload thread and every question asked at once keeps its connection.
+            .max_idle_connections(64)
+            .max_idle_connections_per_host(32)
             .build()
             .into();
         Ok(Client {
@@ -297,6 +301,11 @@ impl Client {
     pub fn with_login_hint(mut self, hint: impl Into<String>) -> Client {
         self.login_hint = hint.into();
         self
+    }
+
+    /// Whether token requests ask for `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
     }
 
     /// `host:port` of the registry, as connected to.

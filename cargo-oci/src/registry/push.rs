@@ -1,6 +1,8 @@
 //! The registry operations of a push: blob existence (`HEAD`), cross-repository mounts,
 //! monolithic and chunked blob uploads, and manifest `PUT`s, each through [`Client::send`] and
-//! so retried like every request.
+//! so retried like every request. A small blob goes up in one request where the registry takes
+//! it (`POST ...?digest=` with the bytes, answered `201`); a registry that answers `202` instead
+//! gets it in the session it opened, as a larger blob does.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,10 +23,16 @@ pub struct BlobFile {
     pub path: PathBuf,
 }
 
+/// Blobs up to this size are offered in the request that opens the upload (the distribution
+/// spec's single-`POST` upload); a registry that does not take them that way reads and drops
+/// so few bytes at no cost.
+pub const SINGLE_POST_MAX: u64 = 64 * 1024;
+
 /// What a mount request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
-    Mounted,
+    /// Mounted; `confirmed` when the answer named the blob's digest.
+    Mounted { confirmed: bool },
     /// The registry did not mount but opened an upload session at this location.
     Upload(String),
 }
@@ -88,8 +96,11 @@ impl Client {
         let resp = self.send(&what, &|a, auth| with_auth(a.post(&url), auth).send_empty())?;
         match resp.status().as_u16() {
             201 => {
+                let theirs = answered_digest(&resp, &what)?;
                 drain(resp);
-                Ok(Mount::Mounted)
+                Ok(Mount::Mounted {
+                    confirmed: theirs.as_ref() == Some(digest),
+                })
             }
             202 => {
                 let loc =
@@ -113,10 +124,50 @@ impl Client {
         Ok(loc)
     }
 
+    /// Opens an upload session offering the whole of a small blob with it: `None` when the
+    /// registry took it there and then (`201`, its digest checked), else the session's location.
+    fn start_upload_with(&self, repo: &str, blob: &BlobFile, what: &str) -> Result<Option<String>> {
+        let bytes = std::fs::read(&blob.path)
+            .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
+        if bytes.len() as u64 != blob.size {
+            bail!("blob {} changed size while being sent", blob.path.display());
+        }
+        let url = self.url(&format!(
+            "{repo}/blobs/uploads/?digest={}",
+            auth::query_escape(blob.digest.as_str())
+        ));
+        let resp = self.send(what, &|a, auth| {
+            with_auth(a.post(&url), auth)
+                .header("Content-Type", "application/octet-stream")
+                .send(&bytes[..])
+        })?;
+        match resp.status().as_u16() {
+            201 => {
+                let theirs = answered_digest(&resp, what)?;
+                drain(resp);
+                match theirs {
+                    Some(d) if d != blob.digest => bail!(
+                        "{what}: the registry stored the blob as {d}, not {}; the upload was damaged",
+                        blob.digest
+                    ),
+                    _ => Ok(None),
+                }
+            }
+            202 => {
+                let loc =
+                    header(&resp, "location").context("the registry gave no upload location")?;
+                drain(resp);
+                Ok(Some(loc))
+            }
+            _ => Err(unexpected(what, resp)),
+        }
+    }
+
     /// Uploads a blob, in one request when it is at most `chunk_size` bytes, else in chunks of
     /// `chunk_size`; `session` is an upload already opened (by a mount answered with 202). A
     /// session that breaks is started over (the registry may have completed it: checked first).
-    /// `sent` counts the bytes as they go.
+    /// `sent` counts the bytes as they go. Returns whether the registry confirmed the blob's
+    /// digest (in its answer, or asked afterwards).
     pub fn upload(
         &self,
         repo: &str,
@@ -124,21 +175,30 @@ impl Client {
         session: Option<String>,
         chunk_size: u64,
         sent: &AtomicU64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let what = format!("upload blob {} to {repo}", blob.digest);
         let mut session = session;
         let tries = 3;
         for round in 1..=tries {
             if round > 1 && self.blob_size(repo, &blob.digest)? == Some(blob.size) {
-                return Ok(());
+                return Ok(true);
             }
             let loc = match session.take() {
                 Some(l) => l,
+                None if blob.size <= SINGLE_POST_MAX.min(chunk_size.max(1)) => {
+                    match self.start_upload_with(repo, blob, &what)? {
+                        None => {
+                            sent.fetch_add(blob.size, Ordering::Relaxed);
+                            return Ok(true);
+                        }
+                        Some(l) => l,
+                    }
+                }
                 None => self.start_upload(repo, &what)?,
             };
             let before = sent.load(Ordering::Relaxed);
             match self.upload_session(&loc, blob, chunk_size, sent, &what) {
-                Ok(()) => return Ok(()),
+                Ok(confirmed) => return Ok(confirmed),
                 Err(e) if round < tries => {
                     let done = sent.load(Ordering::Relaxed) - before;
                     sent.fetch_sub(done, Ordering::Relaxed);
@@ -150,6 +210,8 @@ impl Client {
         bail!("{what}: gave up")
     }
 
+    /// Sends the blob's bytes in the session at `location`; returns whether the registry's
+    /// answer named the blob's digest.
     fn upload_session(
         &self,
         location: &str,
@@ -157,7 +219,7 @@ impl Client {
         chunk_size: u64,
         sent: &AtomicU64,
         what: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut file = File::open(&blob.path)
             .with_context(|| format!("cannot read blob {}", blob.path.display()))?;
         let digest_q = format!("digest={}", auth::query_escape(blob.digest.as_str()));
@@ -213,7 +275,8 @@ impl Client {
                 "{what}: the registry stored the blob as {d}, not {}; the upload was damaged",
                 blob.digest
             ),
-            _ => Ok(()),
+            Some(_) => Ok(true),
+            None => Ok(false),
         }
     }
 

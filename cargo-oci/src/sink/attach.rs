@@ -6,6 +6,10 @@
 //! descriptor is added, the entries already there are kept, and a second push adds no duplicate.
 //! With `--sign`, each artifact manifest is signed too. A pushed index takes artifacts as its
 //! platform images do.
+//!
+//! The artifact manifest's digest is known before anything is sent: what the registry already
+//! has (the manifest, its blobs, the referrers list) is asked at once, or taken from what the
+//! push learnt ahead, and an artifact already there and listed costs no request more.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -17,7 +21,10 @@ use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::registry::Client;
 use crate::sink::push::{Attached, PushRequest, Pushed};
-use crate::sink::signature_push::{push_signature, upload_missing};
+use crate::sink::push_ahead::{at_once, Answers, Listing};
+use crate::sink::signature_push::{push_signature, upload_all};
+
+pub use crate::sink::push_ahead::fallback_tag;
 use crate::util::reporter::Reporter;
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -77,15 +84,19 @@ pub fn attach_all(
         }));
         let client = &*p.client.0;
         let mut attached = Vec::new();
+        let mut answers = p.answers.clone();
         for subject in subjects {
             for artifact in artifacts.iter().filter(|a| a.subject == *subject.digest) {
-                let done = attach(store, client, &p.name, subject, artifact, req, report)
+                let at = (&p.name, subject);
+                let done = attach(store, client, at, artifact, req, &answers, report)
                     .with_context(|| {
                         format!(
                             "{}@{} is pushed with its tags, but its {} could not be attached; run the push again",
                             p.name, subject.digest, artifact.media_type
                         )
                     })?;
+                // What was listed before is not the list any more.
+                answers.referrers.remove(subject.digest);
                 attached.push(done);
             }
         }
@@ -127,24 +138,18 @@ pub fn manifest(
     }))?)
 }
 
-/// The fallback tag of `digest`'s referrers: `sha256-<hex>`.
-pub fn fallback_tag(digest: &Digest) -> String {
-    digest.as_str().replace(':', "-")
-}
-
 fn attach(
     store: &Store,
     client: &Client,
-    name: &ImageName,
-    subject: Subject,
+    (name, subject): (&ImageName, Subject),
     artifact: &Artifact,
     req: &PushRequest,
+    answers: &Answers,
     report: &Reporter,
 ) -> Result<Attached> {
     let repo = name.repository.as_str();
     let config = store.put(EMPTY)?;
     let layer = store.put(&artifact.bytes)?;
-    upload_missing(client, repo, store, &[&config, &layer], req.chunk_size)?;
     let bytes = manifest(
         artifact,
         subject,
@@ -153,55 +158,120 @@ fn attach(
     )?;
     let stored = store.put(&bytes)?;
     let digest = &stored.digest;
-    let answered = client
-        .put_manifest_subject(repo, digest.as_str(), MANIFEST_MEDIA_TYPE, &bytes, digest)
-        .context("the artifact manifest was not pushed")?;
+    let mut listing = answers.referrers.get(subject.digest).cloned();
+    // The referrers API lists only manifests that are there.
+    let mut present = answers.present.contains(digest)
+        || matches!(&listing, Some(l @ Listing::Api(_)) if l.names(digest));
+    // What is not known yet, asked at once: the artifact manifest, its blobs, the referrers API.
+    let mut missing = Vec::new();
+    if !present || listing.is_none() {
+        enum Ask<'a> {
+            Manifest,
+            Blob(&'a crate::oci::store::Blob),
+            Referrers,
+        }
+        let mut asks = Vec::new();
+        if !present {
+            asks.extend([Ask::Manifest, Ask::Blob(&config), Ask::Blob(&layer)]);
+        }
+        if listing.is_none() {
+            asks.push(Ask::Referrers);
+        }
+        let got = at_once(&asks, |a| match a {
+            Ask::Manifest => client
+                .manifest_digest(repo, digest.as_str(), MANIFEST_MEDIA_TYPE)
+                .map(|d| Answer::Here(d.as_ref() == Some(digest))),
+            Ask::Blob(b) => client
+                .blob_size(repo, &b.digest)
+                .map(|n| Answer::Here(n == Some(b.size))),
+            Ask::Referrers => client
+                .referrers(repo, subject.digest)
+                .context("the registry's referrers API could not be asked")
+                .map(Answer::Referrers),
+        });
+        for (a, r) in asks.iter().zip(got) {
+            match (a, r?) {
+                (Ask::Manifest, Answer::Here(here)) => present = here,
+                (Ask::Blob(b), Answer::Here(false)) => missing.push(*b),
+                (_, Answer::Referrers(Some(index))) => listing = Some(Listing::Api(index)),
+                (_, Answer::Referrers(None)) => listing = Some(Listing::Fallback(None)),
+                _ => {}
+            }
+        }
+        // No referrers API: the fallback tag's list is read while the blobs go up.
+        let tag = fallback_tag(subject.digest);
+        let read_fallback = matches!(listing, Some(Listing::Fallback(None)));
+        let (sent, existing) = std::thread::scope(|s| {
+            let existing = read_fallback.then(|| {
+                s.spawn(|| {
+                    client
+                        .get_manifest_ref(repo, &tag, INDEX_MEDIA_TYPE)
+                        .with_context(|| format!("the fallback tag `{tag}` could not be read"))
+                })
+            });
+            let sent = match present {
+                true => Ok(()),
+                false => upload_all(client, repo, store, &missing, req.chunk_size),
+            };
+            (sent, existing.map(|t| t.join()))
+        });
+        sent?;
+        match existing {
+            Some(Ok(existing)) => listing = Some(Listing::Fallback(existing?)),
+            Some(Err(_)) => bail!("reading the fallback tag `{tag}` failed"),
+            None => {}
+        }
+    }
+    let answered = match present {
+        true => None,
+        false => client
+            .put_manifest_subject(repo, digest.as_str(), MANIFEST_MEDIA_TYPE, &bytes, digest)
+            .context("the artifact manifest was not pushed")?,
+    };
     let shown = format!(
         "{} to {name}@{} ({digest})",
         artifact.media_type, subject.digest
     );
-    let fallback_tag = if answered.is_some() {
-        report.status("Attached", &format!("{shown}; the registry indexes it"));
-        None
-    } else if client
-        .referrers(repo, subject.digest)
-        .context("the registry's referrers API could not be asked")?
-        .is_some()
-    {
-        report.status(
-            "Attached",
-            &format!("{shown}; the registry's referrers API lists it"),
-        );
-        None
-    } else {
-        let tag = fallback_tag(subject.digest);
-        let existing = client
-            .get_manifest_ref(repo, &tag, INDEX_MEDIA_TYPE)
-            .with_context(|| format!("the fallback tag `{tag}` could not be read"))?;
-        let descriptor = json!({
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": digest.as_str(),
-            "size": stored.size,
-            "artifactType": artifact.media_type,
-            "annotations": { TITLE: artifact.title },
-        });
-        match add_referrer(existing.as_deref(), descriptor)
-            .with_context(|| format!("{name}:{tag} is not an index of referrers"))?
-        {
-            None => report.status("Attached", &format!("{shown}; `{tag}` lists it already")),
-            Some(index) => {
-                let index_digest = Digest::of(&index);
-                client
-                    .put_manifest(repo, &tag, INDEX_MEDIA_TYPE, &index, &index_digest)
-                    .with_context(|| {
-                        format!(
-                            "the artifact is pushed, but the fallback tag `{tag}` was not updated"
-                        )
-                    })?;
-                report.status("Attached", &format!("{shown}; listed under `{tag}`"));
-            }
+    let fallback_tag = match (answered, listing) {
+        (Some(_), _) => {
+            report.status("Attached", &format!("{shown}; the registry indexes it"));
+            None
         }
-        Some(tag)
+        (None, Some(Listing::Api(_))) => {
+            report.status(
+                "Attached",
+                &format!("{shown}; the registry's referrers API lists it"),
+            );
+            None
+        }
+        (None, Some(Listing::Fallback(existing))) => {
+            let tag = fallback_tag(subject.digest);
+            let descriptor = json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "digest": digest.as_str(),
+                "size": stored.size,
+                "artifactType": artifact.media_type,
+                "annotations": { TITLE: artifact.title },
+            });
+            match add_referrer(existing.as_deref(), descriptor)
+                .with_context(|| format!("{name}:{tag} is not an index of referrers"))?
+            {
+                None => report.status("Attached", &format!("{shown}; `{tag}` lists it already")),
+                Some(index) => {
+                    let index_digest = Digest::of(&index);
+                    client
+                        .put_manifest(repo, &tag, INDEX_MEDIA_TYPE, &index, &index_digest)
+                        .with_context(|| {
+                            format!(
+                                "the artifact is pushed, but the fallback tag `{tag}` was not updated"
+                            )
+                        })?;
+                    report.status("Attached", &format!("{shown}; listed under `{tag}`"));
+                }
+            }
+            Some(tag)
+        }
+        (None, None) => bail!("the registry's referrers could not be listed"),
     };
     // The artifact in place and listed: its signature, with `--sign`.
     let signature = req
@@ -216,6 +286,14 @@ fn attach(
         fallback_tag,
         signature,
     })
+}
+
+/// An answer of the registry about an artifact.
+enum Answer {
+    /// Whether the manifest or blob asked about is there.
+    Here(bool),
+    /// The referrers API's index, if it has one.
+    Referrers(Option<Vec<u8>>),
 }
 
 /// The referrers index with `descriptor` added to `existing` (none: a new index); `None` when

@@ -11,6 +11,8 @@ pub mod export;
 pub mod layout;
 pub mod load;
 pub mod push;
+pub mod push_ahead;
+pub mod push_blobs;
 pub mod push_index;
 pub mod sign;
 pub mod signature_push;

@@ -1,15 +1,19 @@
 //! The registry as a sink: an image is pushed by [`push_image`]; a multi-platform image is every
 //! platform's image by digest (blobs, then manifest), then the index by digest, and only then its
-//! tags. A push that fails before the index leaves every tag where it was. With `--sign`, each
-//! platform image is signed once it is in place, and the index once it and its tags are.
+//! tags (those that do not name it already). A push that fails before the index leaves every tag
+//! where it was. With `--sign`, each platform image is signed once it is in place, and the index
+//! once it and its tags are. Checking the sink begins the registry conversation, so that it runs
+//! while the images are built.
 
 use anyhow::{Context, Result};
 
+use crate::oci::digest::Digest;
 use crate::oci::image::Image;
 use crate::oci::index::{Index, INDEX_MEDIA_TYPE};
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
-use crate::sink::push::{connect, credential_for, push_image, Connection, PushRequest, Pushed};
+use crate::sink::push::{push_image, put_tags, session, Connection, PushRequest, Pushed};
+use crate::sink::push_ahead::{ask_names, Answers};
 use crate::sink::signature_push::push_signature;
 use crate::sink::{Delivered, Sink};
 use crate::util::reporter::Reporter;
@@ -17,6 +21,11 @@ use crate::util::reporter::Reporter;
 impl Sink for PushRequest {
     fn kind(&self) -> &'static str {
         "registry"
+    }
+    /// Begins the registry conversation: it runs while the images are built.
+    fn check(&self) -> Result<()> {
+        self.start_ahead();
+        Ok(())
     }
     /// Pushes the image, then its debug variant when there is one; one result per image.
     fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered> {
@@ -93,7 +102,7 @@ pub fn push_index(
             })?;
         uploaded_bytes += p.uploaded_bytes;
         platform_signatures.extend(p.signatures);
-        connection.get_or_insert(p.client);
+        connection.get_or_insert((p.client, p.answers));
         for b in p.blobs {
             if !blobs.iter().any(|(d, _)| *d == b.0) {
                 blobs.push(b);
@@ -102,15 +111,13 @@ pub fn push_index(
     }
     let repo = name.repository.as_str();
     // The platform images' connection (an index lists at least one image).
-    let connection = match connection {
+    let (connection, mut answers) = match connection {
         Some(c) => c,
         None => {
             let registry = name.registry.as_str();
-            let credential = credential_for(registry, req, report)?;
             let scopes = vec![format!("repository:{repo}:pull,push")];
-            Connection(std::sync::Arc::new(connect(
-                registry, credential, scopes, req,
-            )?))
+            let (client, answers) = session(registry, repo, scopes, req, report, &|_| Ok(()))?;
+            (Connection(std::sync::Arc::new(client)), answers)
         }
     };
     let client = &*connection.0;
@@ -118,23 +125,22 @@ pub fn push_index(
         .read(&index.blob)
         .with_context(|| format!("cannot read the index {}", index.blob.digest))?;
     let digest = &index.blob.digest;
-    client
-        .put_manifest(repo, digest.as_str(), INDEX_MEDIA_TYPE, &doc, digest)
-        .with_context(|| {
-            format!("the index was not pushed: no tag of {name} was changed (the platforms' images are in place; run the push again)")
-        })?;
-    let mut moved: Vec<&str> = Vec::new();
-    for tag in &index.tags {
+    // What the tags not answered yet name, asked at once.
+    let unasked: Vec<String> = (index.tags.iter())
+        .filter(|t| !answers.names.contains_key(*t))
+        .cloned()
+        .collect();
+    ask_names(client, repo, &unasked, &mut answers);
+    if !answers.holds(digest) {
         client
-            .put_manifest(repo, tag, INDEX_MEDIA_TYPE, &doc, digest)
+            .put_manifest(repo, digest.as_str(), INDEX_MEDIA_TYPE, &doc, digest)
             .with_context(|| {
-                format!(
-                    "{name}@{digest} is pushed but tag `{tag}` could not be set; tags set: {}; run the push again to set the rest",
-                    if moved.is_empty() { "none".to_string() } else { moved.join(", ") }
-                )
+                format!("the index was not pushed: no tag of {name} was changed (the platforms' images are in place; run the push again)")
             })?;
-        moved.push(tag);
     }
+    let in_place = in_place(&answers, digest);
+    let media = (INDEX_MEDIA_TYPE, &doc[..]);
+    put_tags(client, name, digest, media, &index.tags, &in_place, report)?;
     // With the index and its tags in place, its signature (each platform image has its own).
     let mut signatures = Vec::new();
     if let Some(key) = &req.sign {
@@ -159,5 +165,14 @@ pub fn push_index(
         signatures,
         attached: Vec::new(),
         client: connection,
+        answers,
     })
+}
+
+/// The tags that name `digest`, as answered.
+fn in_place(answers: &Answers, digest: &Digest) -> std::collections::BTreeSet<String> {
+    (answers.names.iter())
+        .filter(|(_, d)| d.as_ref() == Some(digest))
+        .map(|(t, _)| t.clone())
+        .collect()
 }

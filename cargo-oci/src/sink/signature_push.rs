@@ -1,7 +1,8 @@
 //! Pushing a signature: the manifest a push put in place is signed, and the signature joins the
 //! manifest tagged `sha256-<hex>.sig` in its repository (made when there is none), keeping every
 //! signature already there, as cosign does. Signing again with the same key changes nothing.
-//! The small blobs of signatures and attached artifacts go up through [`upload_missing`].
+//! The small blobs of signatures and attached artifacts go up through [`upload_missing`] (or
+//! [`upload_all`], when they are known to be missing), each at once.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -10,6 +11,7 @@ use crate::oci::digest::Digest;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::registry::{BlobFile, Client};
+use crate::sink::push_ahead::at_once;
 use crate::sink::sign::{self, SignKey};
 use crate::util::reporter::Reporter;
 
@@ -117,7 +119,7 @@ pub fn push_signature(
 }
 
 /// Uploads the small blobs of `store` that `repo` does not hold yet (a signature's or an
-/// attached artifact's payload and config).
+/// attached artifact's payload and config): asked about, then sent, each at once.
 pub fn upload_missing(
     client: &Client,
     repo: &str,
@@ -125,16 +127,32 @@ pub fn upload_missing(
     blobs: &[&crate::oci::store::Blob],
     chunk_size: u64,
 ) -> Result<()> {
-    let sent = std::sync::atomic::AtomicU64::new(0);
-    for b in blobs {
-        if client.blob_size(repo, &b.digest)? != Some(b.size) {
-            let file = BlobFile {
-                digest: b.digest.clone(),
-                size: b.size,
-                path: store.path(&b.digest),
-            };
-            client.upload(repo, &file, None, chunk_size, &sent)?;
+    let sizes = at_once(blobs, |b| client.blob_size(repo, &b.digest));
+    let mut missing = Vec::new();
+    for (b, size) in blobs.iter().zip(sizes) {
+        if size? != Some(b.size) {
+            missing.push(*b);
         }
     }
-    Ok(())
+    upload_all(client, repo, store, &missing, chunk_size)
+}
+
+/// Uploads blobs of `store` to `repo`, all at once.
+pub fn upload_all(
+    client: &Client,
+    repo: &str,
+    store: &Store,
+    blobs: &[&crate::oci::store::Blob],
+    chunk_size: u64,
+) -> Result<()> {
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let done = at_once(blobs, |b| {
+        let file = BlobFile {
+            digest: b.digest.clone(),
+            size: b.size,
+            path: store.path(&b.digest),
+        };
+        client.upload(repo, &file, None, chunk_size, &sent)
+    });
+    done.into_iter().try_for_each(|r| r.map(|_| ()))
 }
