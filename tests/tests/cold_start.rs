@@ -160,7 +160,10 @@ fn rustc_records(cache: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     };
     rd.map(|e| {
         let p = e.unwrap().path();
-        (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap())
+        (
+            p.clone(),
+            std::fs::metadata(&p).unwrap().modified().unwrap(),
+        )
     })
     .collect()
 }
