@@ -207,15 +207,25 @@ pub fn assemble(
         .iter()
         .chain(plan.debug_layer.as_ref())
         .collect();
-    let mut layers = write_layers(
-        &spec.name.to_string(),
-        &store,
-        target_dir,
-        &all,
-        spec.mtime,
-        compression,
-        report,
-    )?;
+    // The binary's digest, for the SBOM, is taken while the layers are written.
+    let (layers, hashed) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| sbom::hash_binary(&mut inventory));
+        let layers = write_layers(
+            &spec.name.to_string(),
+            &store,
+            target_dir,
+            &all,
+            spec.mtime,
+            compression,
+            report,
+        );
+        let hashed = hashing
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("hashing the binary panicked")));
+        (layers, hashed)
+    });
+    let mut layers = layers?;
+    hashed?;
     let debug_layer = plan.debug_layer.as_ref().and_then(|_| layers.pop());
     let user_path = spec.runtime.env.contains_key("PATH");
     let mut image =

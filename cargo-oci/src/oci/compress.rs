@@ -7,17 +7,23 @@
 //! Concatenated gzip members and concatenated zstd frames are each one valid stream (RFC 1952
 //! §2.2, RFC 8878 §3.1) that every OCI runtime reads; eStargz and zstd:chunked layers are built
 //! the same way. Because the cut points depend only on the bytes, 1 thread and 64 threads give
-//! the same blob. At most [`in_flight`] chunks exist at once, so memory does not grow with the
-//! payload.
+//! the same blob.
+//!
+//! One pool of compressing threads (one per core) serves every layer the process writes at
+//! once, and at most [`in_flight`] chunks exist at any time across all of them, their buffers
+//! reused: memory stays flat in the payload's size, in the number of layers and in the number
+//! of images built side by side.
 //!
 //! The scheduling is written here rather than taken from gzp: gzp chains its blocks through
-//! zlib dictionaries (several times slower per core than libdeflate) and has no zstd framing
-//! that is independent of its thread count; the compressors themselves are libdeflate and zstd.
+//! zlib dictionaries (several times slower per core than libdeflate), has no zstd framing that
+//! is independent of its thread count, and runs a pool per stream; the compressors themselves
+//! are libdeflate and zstd.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -81,9 +87,16 @@ impl Compression {
     }
 }
 
-/// How many chunks may be in memory at once (read, compressing, or waiting to be written).
-pub fn in_flight(threads: usize) -> usize {
-    2 * threads.max(1) + 1
+/// How many chunks may be in memory at once in the whole process (handed over, compressing, or
+/// compressed and waiting to be written): two per compressing thread keep every core busy
+/// while the writers catch up, one more covers the hand-over.
+#[cfg(test)]
+pub fn in_flight() -> usize {
+    budget(pool().workers)
+}
+
+fn budget(workers: usize) -> usize {
+    2 * workers + 1
 }
 
 /// One codec's compressor state, reused from chunk to chunk.
@@ -107,6 +120,27 @@ impl ChunkCompressor {
                 ChunkCompressor::Zstd(Box::new(c))
             }
         })
+    }
+
+    /// Compresses `data` into `scratch` (grown as needed) and returns the compressed length.
+    fn compress_into(&mut self, data: &[u8], scratch: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            ChunkCompressor::Gzip(c) => {
+                let bound = c.gzip_compress_bound(data.len());
+                if scratch.len() < bound {
+                    scratch.resize(bound, 0);
+                }
+                c.gzip_compress(data, scratch)
+                    .map_err(|e| io::Error::other(format!("gzip: {e:?}")))
+            }
+            ChunkCompressor::Zstd(c) => {
+                let bound = zstd::zstd_safe::compress_bound(data.len());
+                if scratch.len() < bound {
+                    scratch.resize(bound, 0);
+                }
+                c.compress_to_buffer(data, scratch.as_mut_slice())
+            }
+        }
     }
 
     fn compress(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
@@ -149,48 +183,42 @@ where
     }
 
     std::thread::scope(|s| {
-        let slots = in_flight(comp.threads);
-        let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>)>(slots);
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        let (done_tx, done_rx) = sync_channel::<(u64, io::Result<Vec<u8>>)>(slots);
-        // A credit per chunk in flight: the producer takes one per chunk, the writer gives it back
-        // once the chunk is written, so memory stays bounded whatever the workers' pace.
-        let (credit_tx, credit_rx) = sync_channel::<()>(slots);
-        for _ in 0..slots {
-            credit_tx
-                .send(())
-                .map_err(|_| anyhow!("compression scheduler closed"))?;
-        }
-
-        for _ in 0..comp.threads {
-            let rx = Arc::clone(&work_rx);
-            let tx = done_tx.clone();
-            s.spawn(move || worker(comp.codec, &rx, &tx));
-        }
-        drop(work_rx);
-        drop(done_tx);
-
+        let pool = pool();
+        let (done_tx, done_rx) = channel::<Done>();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stopped);
         let writer = s.spawn(move || -> io::Result<W> {
+            /// Tells the producer, however the writer ends, that nothing more is written.
+            struct Stopped(Arc<AtomicBool>);
+            impl Drop for Stopped {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _stopped = Stopped(flag);
             let mut out = out;
             let mut next = 0u64;
             let mut pending = BTreeMap::new();
-            for (seq, r) in done_rx {
-                pending.insert(seq, r?);
-                while let Some(bytes) = pending.remove(&next) {
+            for done in done_rx {
+                pending.insert(done.seq, done);
+                while let Some(done) = pending.remove(&next) {
+                    let bytes = done.bytes?;
                     out.write_all(&bytes)?;
                     next += 1;
-                    let _ = credit_tx.send(());
+                    // The buffer goes back to the pool, the credit with it (on drop).
+                    pool.spare_output(bytes);
                 }
             }
             Ok(out)
         });
 
         let mut w = ChunkWriter {
-            buf: Vec::with_capacity(CHUNK),
+            buf: pool.input_buffer(),
             sent: 0,
             sink: Sink::Pool {
-                work: Some(work_tx),
-                credits: credit_rx,
+                codec: comp.codec,
+                done: Some(done_tx),
+                stopped,
             },
         };
         let produced = produce(&mut w).and_then(|t| {
@@ -207,30 +235,172 @@ where
     })
 }
 
-fn worker(
-    codec: Codec,
-    rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
-    tx: &SyncSender<(u64, io::Result<Vec<u8>>)>,
-) {
-    let mut compressor = match ChunkCompressor::new(codec) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            let _ = tx.send((0, Err(e)));
-            None
+/// The right to have one more chunk in memory: taken before a chunk is handed over, given back
+/// when it is dropped (written, or abandoned on an error), whatever path it took.
+struct Credit(&'static Pool);
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        let pool = self.0;
+        if let Ok(mut free) = pool.credits.lock() {
+            *free += 1;
         }
-    };
-    loop {
-        let job = match rx.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok((seq, data)) = job else { return };
-        let r = match compressor.as_mut() {
-            Some(c) => c.compress(&data),
-            None => Err(io::Error::other("no compressor")),
-        };
-        if tx.send((seq, r)).is_err() {
-            return;
+        pool.credit_freed.notify_one();
+    }
+}
+
+/// A chunk to compress, and where its result goes.
+struct Job {
+    seq: u64,
+    codec: Codec,
+    data: Vec<u8>,
+    done: Sender<Done>,
+    credit: Credit,
+}
+
+/// A compressed chunk on its way to its stream's writer.
+struct Done {
+    seq: u64,
+    bytes: io::Result<Vec<u8>>,
+    _credit: Credit,
+}
+
+/// The process's compressing threads, their queue, the credits and the spare buffers.
+struct Pool {
+    /// Read by the tests, which check the budget it sets.
+    #[cfg_attr(not(test), allow(dead_code))]
+    workers: usize,
+    queue: Mutex<VecDeque<Job>>,
+    queued: Condvar,
+    credits: Mutex<usize>,
+    credit_freed: Condvar,
+    inputs: Mutex<Vec<Vec<u8>>>,
+    outputs: Mutex<Vec<Vec<u8>>>,
+}
+
+/// The pool, its threads started on first use (one per core).
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            workers,
+            queue: Mutex::new(VecDeque::new()),
+            queued: Condvar::new(),
+            credits: Mutex::new(budget(workers)),
+            credit_freed: Condvar::new(),
+            inputs: Mutex::new(Vec::new()),
+            outputs: Mutex::new(Vec::new()),
+        }));
+        for n in 0..workers {
+            // A pool that cannot start a thread runs on those it has; with none, every
+            // chunk waits forever: better to stop at once.
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("compress-{n}"))
+                .spawn(move || pool.work())
+            {
+                if n == 0 {
+                    panic!("cannot start a compressing thread: {e}");
+                }
+            }
+        }
+        pool
+    })
+}
+
+impl Pool {
+    /// Waits for a free credit.
+    fn credit(&'static self) -> io::Result<Credit> {
+        let closed = || io::Error::other("the compression pool failed");
+        let mut free = self.credits.lock().map_err(|_| closed())?;
+        while *free == 0 {
+            free = self.credit_freed.wait(free).map_err(|_| closed())?;
+        }
+        *free -= 1;
+        Ok(Credit(self))
+    }
+
+    fn submit(&self, job: Job) -> io::Result<()> {
+        self.queue
+            .lock()
+            .map_err(|_| io::Error::other("the compression pool failed"))?
+            .push_back(job);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// An empty buffer with room for a chunk (a spare one when there is one).
+    fn input_buffer(&self) -> Vec<u8> {
+        self.inputs
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    }
+
+    fn spare_input(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut v) = self.inputs.lock() {
+            v.push(buf);
+        }
+    }
+
+    fn spare_output(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut v) = self.outputs.lock() {
+            v.push(buf);
+        }
+    }
+
+    /// A worker: compresses queued chunks, oldest first, for as long as the process runs.
+    fn work(&'static self) {
+        let mut gzip = None;
+        let mut zstd = None;
+        // libdeflate writes into a slice of the bound's size; the result is copied out of it
+        // into a spare buffer of the compressed size.
+        let mut scratch = Vec::new();
+        loop {
+            let job = {
+                let Ok(mut q) = self.queue.lock() else { return };
+                loop {
+                    if let Some(job) = q.pop_front() {
+                        break job;
+                    }
+                    match self.queued.wait(q) {
+                        Ok(g) => q = g,
+                        Err(_) => return,
+                    }
+                }
+            };
+            let slot = match job.codec {
+                Codec::Gzip => &mut gzip,
+                Codec::Zstd => &mut zstd,
+            };
+            let bytes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if slot.is_none() {
+                    *slot = Some(ChunkCompressor::new(job.codec)?);
+                }
+                let c = slot
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("no compressor"))?;
+                let n = c.compress_into(&job.data, &mut scratch)?;
+                let mut out = self
+                    .outputs
+                    .lock()
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .unwrap_or_default();
+                out.extend_from_slice(&scratch[..n]);
+                Ok(out)
+            }))
+            .unwrap_or_else(|_| Err(io::Error::other("a compressor panicked")));
+            self.spare_input(job.data);
+            // A stream whose writer has stopped no longer wants it: the credit comes back.
+            let _ = job.done.send(Done {
+                seq: job.seq,
+                bytes,
+                _credit: job.credit,
+            });
         }
     }
 }
@@ -242,10 +412,12 @@ enum Sink<'a> {
         compressor: ChunkCompressor,
         out: &'a mut dyn Write,
     },
-    /// Handed to the worker threads.
+    /// Handed to the pool; the results go to this stream's writer.
     Pool {
-        work: Option<SyncSender<(u64, Vec<u8>)>>,
-        credits: Receiver<()>,
+        codec: Codec,
+        done: Option<Sender<Done>>,
+        /// Set when the writer has stopped (on an error): no use compressing more.
+        stopped: Arc<AtomicBool>,
     },
 }
 
@@ -258,18 +430,33 @@ pub struct ChunkWriter<'a> {
 
 impl ChunkWriter<'_> {
     fn ship(&mut self) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let seq = self.sent;
         self.sent += 1;
         match &mut self.sink {
-            Sink::Inline { compressor, out } => out.write_all(&compressor.compress(&data)?),
-            Sink::Pool { work, credits } => {
+            Sink::Inline { compressor, out } => {
+                let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+                out.write_all(&compressor.compress(&data)?)
+            }
+            Sink::Pool {
+                codec,
+                done,
+                stopped,
+            } => {
                 let closed = || io::Error::other("the compressed-layer writer stopped");
-                credits.recv().map_err(|_| closed())?;
-                work.as_ref()
-                    .ok_or_else(closed)?
-                    .send((seq, data))
-                    .map_err(|_| closed())
+                if stopped.load(Ordering::SeqCst) {
+                    return Err(closed());
+                }
+                let done = done.as_ref().ok_or_else(closed)?.clone();
+                let pool = pool();
+                let credit = pool.credit()?;
+                let data = std::mem::replace(&mut self.buf, pool.input_buffer());
+                pool.submit(Job {
+                    seq,
+                    codec: *codec,
+                    data,
+                    done,
+                    credit,
+                })
             }
         }
     }
@@ -279,8 +466,8 @@ impl ChunkWriter<'_> {
         if !self.buf.is_empty() || self.sent == 0 {
             self.ship()?;
         }
-        if let Sink::Pool { work, .. } = &mut self.sink {
-            work.take();
+        if let Sink::Pool { done, .. } = &mut self.sink {
+            done.take();
         }
         Ok(())
     }
@@ -439,15 +626,66 @@ mod tests {
                     most = most.max(handed - written.load(Ordering::SeqCst));
                 }
                 assert!(
-                    most <= in_flight(threads),
+                    most <= in_flight(),
                     "{most} chunks in memory, at most {} allowed",
-                    in_flight(threads)
+                    in_flight()
                 );
                 Ok(())
             },
         )
         .unwrap();
         assert_eq!(written.load(Ordering::SeqCst), 40);
+    }
+
+    #[test]
+    fn streams_compressed_side_by_side_share_one_budget() {
+        use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+        // Chunks handed over and not yet written, over all streams, and the most seen.
+        static LIVE: AtomicIsize = AtomicIsize::new(0);
+        static MOST: AtomicIsize = AtomicIsize::new(0);
+        static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+        struct Slow;
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                LIVE.fetch_sub(1, Ordering::SeqCst);
+                WRITTEN.fetch_add(1, Ordering::SeqCst);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let chunk = vec![9u8; CHUNK];
+        let streams = 6;
+        std::thread::scope(|s| {
+            for _ in 0..streams {
+                s.spawn(|| {
+                    let comp = Compression {
+                        codec: Codec::Zstd,
+                        threads: 2,
+                    };
+                    compress(comp, Slow, |w| {
+                        for _ in 0..12 {
+                            // Counted before the chunk is handed over: an upper bound.
+                            let now = LIVE.fetch_add(1, Ordering::SeqCst) + 1;
+                            MOST.fetch_max(now, Ordering::SeqCst);
+                            w.write_all(&chunk)?;
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+                });
+            }
+        });
+        assert_eq!(WRITTEN.load(Ordering::SeqCst), streams * 12);
+        // Each stream may hold one counted chunk it is about to hand over, beyond the budget.
+        let most = MOST.load(Ordering::SeqCst);
+        let allowed = (in_flight() + streams) as isize;
+        assert!(
+            most <= allowed,
+            "{most} chunks in memory over {streams} streams, at most {allowed} allowed"
+        );
     }
 
     #[test]
@@ -462,13 +700,16 @@ mod tests {
             }
         }
         let data = payload();
+        let mut handed = 0;
         let r = compress(Compression::new(Codec::Gzip), Broken, |w| {
             for _ in 0..50 {
                 w.write_all(&data)?;
+                handed += 1;
             }
             Ok(())
         });
         let err = format!("{:#}", r.err().expect("a broken output fails"));
         assert!(err.contains("disk full"), "{err}");
+        assert!(handed < 50, "the producer went on after the output failed");
     }
 }

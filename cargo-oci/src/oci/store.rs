@@ -2,7 +2,9 @@
 //! config and manifest cargo-oci makes lands here first, and every output is written from here.
 //! Blobs appear atomically (temp file + rename), so an interrupted run leaves no half blob; a blob
 //! is checked against its digest whenever it is read for an output ([`Store::open_verified`],
-//! [`Store::read`], [`Store::copy_out`]), so a damaged cache never becomes a wrong image.
+//! [`Store::read`], [`Store::copy_out`]), so a damaged cache never becomes a wrong image. The one
+//! exception: a blob this process itself wrote or hashed, whose file still has the identity it
+//! had then (device, inode, size, change time), is copied out without hashing it a second time.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -192,8 +194,17 @@ impl Store {
 
     /// Whether the blob is in the store with exactly its size and digest (reads it whole).
     pub fn verify(&self, blob: &Blob) -> bool {
-        self.open_verified(&blob.digest, blob.size)
-            .is_ok_and(|mut r| io::copy(&mut r, &mut io::sink()).is_ok())
+        let path = self.path(&blob.digest);
+        let Ok(mut r) = self.open_verified(&blob.digest, blob.size) else {
+            return false;
+        };
+        let before = r.inner.metadata().ok();
+        let good = io::copy(&mut r, &mut io::sink()).is_ok();
+        match (good, before) {
+            (true, Some(m)) => vouch(&path, &m, blob),
+            _ => unvouch(&path),
+        }
+        good
     }
 
     /// Copies a blob out of the store to `dest` (a file of its own, never a link into the store,
@@ -216,6 +227,28 @@ impl Store {
             }
         }
         let dir = dest.parent().context("blob destination has no directory")?;
+        if std::fs::metadata(&src).is_ok_and(|m| vouched(&src, &m, &blob.digest)) {
+            // Bytes this process wrote or hashed, unchanged since: copied by the kernel.
+            let mut tmp = temp_file(dir, ".tmp-blob-")?;
+            let copied = File::open(&src)
+                .and_then(|mut f| io::copy(&mut f, tmp.as_file_mut()))
+                .map_err(|e| {
+                    crate::util::fs::explain_disk_full(
+                        anyhow::Error::new(e).context(format!("cannot write {}", dest.display())),
+                        dir,
+                        dest,
+                    )
+                })?;
+            if copied != blob.size {
+                return Err(self
+                    .damaged(format!("blob {} changed while it was copied", blob.digest))
+                    .into());
+            }
+            tmp.persist(dest)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", dest.display()))?;
+            return Ok(());
+        }
         let mut r = self.open_verified(&blob.digest, blob.size)?;
         let tmp = temp_file(dir, ".tmp-blob-")?;
         let mut w = io::BufWriter::with_capacity(1 << 17, tmp);
@@ -238,6 +271,44 @@ impl Store {
             .with_context(|| format!("cannot write {}", dest.display()))?;
         Ok(())
     }
+}
+
+/// What identifies a file's bytes without reading them: device, inode, size, and the change
+/// time, which every write to the file moves (and no program can set back).
+type Identity = (u64, u64, u64, i64, i64);
+
+fn identity(m: &std::fs::Metadata) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino(), m.len(), m.ctime(), m.ctime_nsec())
+}
+
+/// Blob files whose bytes this process wrote or hashed, with their identity then: while the
+/// identity holds, the bytes are those, and copying the blob out needs no second hashing.
+static VOUCHED: Mutex<Vec<(PathBuf, Identity, Digest)>> = Mutex::new(Vec::new());
+
+fn vouch(path: &Path, m: &std::fs::Metadata, blob: &Blob) {
+    if m.len() != blob.size {
+        return;
+    }
+    if let Ok(mut v) = VOUCHED.lock() {
+        v.retain(|(p, ..)| p != path);
+        v.push((path.to_path_buf(), identity(m), blob.digest.clone()));
+    }
+}
+
+fn unvouch(path: &Path) {
+    if let Ok(mut v) = VOUCHED.lock() {
+        v.retain(|(p, ..)| p != path);
+    }
+}
+
+/// Whether the file at `path`, whose metadata is `m`, still holds the bytes of `digest` that
+/// this process wrote or hashed.
+fn vouched(path: &Path, m: &std::fs::Metadata, digest: &Digest) -> bool {
+    VOUCHED.lock().is_ok_and(|v| {
+        v.iter()
+            .any(|(p, id, d)| p == path && *id == identity(m) && d == digest)
+    })
 }
 
 /// Temporary files older than this are left-overs of an interrupted run.
@@ -343,10 +414,16 @@ impl BlobWriter {
     pub fn commit(self) -> Result<Blob> {
         let (w, digest, size) = self.out.finish();
         let tmp = w.into_inner().map_err(|e| e.into_error())?;
-        tmp.persist(self.dir.join(digest.hex()))
+        let path = self.dir.join(digest.hex());
+        let file = tmp
+            .persist(&path)
             .map_err(|e| e.error)
             .context("cannot move a blob into place")?;
-        Ok(Blob { digest, size })
+        let blob = Blob { digest, size };
+        if let Ok(m) = file.metadata() {
+            vouch(&path, &m, &blob);
+        }
+        Ok(blob)
     }
 }
 
@@ -469,6 +546,25 @@ mod tests {
         // A short blob is damaged too.
         std::fs::write(store.path(&blob.digest), &bytes[..10]).unwrap();
         assert!(is_damaged(&store.read(&blob).unwrap_err()));
+    }
+
+    #[test]
+    fn a_blob_replaced_after_it_was_written_is_checked_again_on_copy_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".store")).unwrap();
+        let blob = store.put(&vec![3u8; 200_000]).unwrap();
+        // Written by this process: copied without hashing, and right.
+        let out = dir.path().join("out");
+        store.copy_out(&blob, &out).unwrap();
+        assert_eq!(file_digest(&out).unwrap(), blob.digest);
+        // Another file put in its place (another inode), same size, other bytes.
+        let path = store.path(&blob.digest);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, vec![4u8; 200_000]).unwrap();
+        let fresh = dir.path().join("fresh");
+        let err = store.copy_out(&blob, &fresh).unwrap_err();
+        assert!(is_damaged(&err), "{err:#}");
+        assert!(!fresh.exists(), "nothing half-written");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::crates::{Crate, Source};
-use crate::util::fs::write_atomic;
+use crate::util::fs::{write_atomic, write_atomic_file};
 
 const SECTION: &str = ".dep-v0";
 
@@ -71,7 +71,9 @@ pub fn embed(binary: &Path, crates: &[Crate], dir: &Path) -> Result<PathBuf> {
     let (head, tail) = elf.add_section(&payload)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::remove_file(&record_path).ok();
-    write_atomic(&path, |w| {
+    // File to file: the kernel copies the bytes (`copy_file_range`), a reflink where the file
+    // system can.
+    write_atomic_file(&path, |w| {
         w.write_all(&head)?;
         file.seek(SeekFrom::Start(head.len() as u64))?;
         let copied = std::io::copy(&mut (&mut file).take(src.len() - head.len() as u64), w)?;

@@ -17,7 +17,7 @@ mod sealed;
 mod spdx;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sha2::Digest as _;
@@ -82,8 +82,10 @@ pub struct FileUse {
 pub struct Inventory {
     /// The crates of the binary, its own package first.
     pub crates: Vec<Crate>,
-    /// The binary's path in the image and its SHA-256.
+    /// The binary's path in the image and its SHA-256 (empty until [`hash_binary`] fills it).
     pub binary: (String, String),
+    /// Where the binary is on the host.
+    pub binary_host: Option<PathBuf>,
     pub debs: Vec<DebUse>,
     pub files: Vec<FileUse>,
     /// The distribution the packages come from (the host's, or the sysroot's).
@@ -131,7 +133,8 @@ pub fn gather(
     let mut debs: BTreeMap<(String, String), DebUse> = BTreeMap::new();
     for (image_path, host, known_as, debug_only) in files {
         if image_path == binary {
-            inv.binary = (image_path, hash_file::<sha2::Sha256>(host)?);
+            inv.binary = (image_path, String::new());
+            inv.binary_host = Some(host.clone());
             continue;
         }
         let owner = known_as.iter().find_map(|p| db.owner(p)).cloned();
@@ -175,6 +178,15 @@ fn host_aliases(host: &Path, root: &Path) -> Vec<String> {
         out.push(real);
     }
     out
+}
+
+/// Fills in the binary's SHA-256: 40 MB of binary take tens of milliseconds, so the build runs
+/// this beside the layer writing rather than before it.
+pub fn hash_binary(inv: &mut Inventory) -> Result<()> {
+    if let Some(host) = &inv.binary_host {
+        inv.binary.1 = hash_file::<sha2::Sha256>(host)?;
+    }
+    Ok(())
 }
 
 fn hash_file<D: sha2::Digest>(path: &Path) -> Result<String> {
