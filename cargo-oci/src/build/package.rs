@@ -209,7 +209,9 @@ pub fn assemble(
         .collect();
     // The binary's digest, for the SBOM, is taken while the layers are written.
     let (layers, hashed) = std::thread::scope(|s| {
-        let hashing = s.spawn(|| sbom::hash_binary(&mut inventory));
+        let digests = target_dir.join("oci").join(".cache").join("digests");
+        let inv = &mut inventory;
+        let hashing = s.spawn(move || sbom::hash_binary(inv, Some(&digests)));
         let layers = write_layers(
             &spec.name.to_string(),
             &store,

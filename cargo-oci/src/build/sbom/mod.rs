@@ -181,10 +181,53 @@ fn host_aliases(host: &Path, root: &Path) -> Vec<String> {
 }
 
 /// Fills in the binary's SHA-256: 40 MB of binary take tens of milliseconds, so the build runs
-/// this beside the layer writing rather than before it.
-pub fn hash_binary(inv: &mut Inventory) -> Result<()> {
-    if let Some(host) = &inv.binary_host {
-        inv.binary.1 = hash_file::<sha2::Sha256>(host)?;
+/// this beside the layer writing rather than before it. The digest is remembered in `cache` (a
+/// directory, one record per binary path) with the file's identity (device, inode, size,
+/// modification and change times): the identity the layer cache already trusts to reuse the
+/// layer that holds this same file. A binary cargo has not relinked is not read again.
+pub fn hash_binary(inv: &mut Inventory, cache: Option<&Path>) -> Result<()> {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+    struct Record {
+        identity: Vec<i64>,
+        sha256: String,
+    }
+    let Some(host) = &inv.binary_host else {
+        return Ok(());
+    };
+    let identity = || -> Option<Vec<i64>> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(host).ok()?;
+        Some(vec![
+            m.len() as i64,
+            m.ino() as i64,
+            m.dev() as i64,
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ])
+    };
+    let record_path = cache.map(|c| {
+        let name = sha2::Sha256::digest(host.as_os_str().as_encoded_bytes());
+        c.join(hex::encode(&name[..16]))
+    });
+    let before = identity();
+    if let (Some(path), Some(id)) = (&record_path, &before) {
+        if let Some(r) = sealed::read::<Record>(path).filter(|r| r.identity == *id) {
+            inv.binary.1 = r.sha256;
+            return Ok(());
+        }
+    }
+    inv.binary.1 = hash_file::<sha2::Sha256>(host)?;
+    // Only a file that did not change while it was read is remembered.
+    if let (Some(path), Some(id)) = (&record_path, before) {
+        if identity().as_ref() == Some(&id) {
+            let record = Record {
+                identity: id,
+                sha256: inv.binary.1.clone(),
+            };
+            sealed::write(path, &record);
+        }
     }
     Ok(())
 }
@@ -327,5 +370,46 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "5");
         assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
+    }
+
+    #[test]
+    fn the_binary_digest_is_remembered_until_the_binary_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, cache) = (dir.path().join("app"), dir.path().join("digests"));
+        std::fs::write(&bin, b"first build").unwrap();
+        let inventory = || Inventory {
+            binary: ("/bin/app".into(), String::new()),
+            binary_host: Some(bin.clone()),
+            ..Inventory::default()
+        };
+        let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+
+        let mut inv = inventory();
+        hash_binary(&mut inv, Some(&cache)).unwrap();
+        assert_eq!(inv.binary.1, sha(b"first build"));
+        let records: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(records.len(), 1);
+        let record = records[0].as_ref().unwrap().path();
+
+        // While the file keeps its identity, the record answers (shown by one written by hand).
+        let mut kept: serde_json::Value = sealed::read(&record).unwrap();
+        kept["sha256"] = "remembered".into();
+        sealed::write(&record, &kept);
+        let mut inv = inventory();
+        hash_binary(&mut inv, Some(&cache)).unwrap();
+        assert_eq!(inv.binary.1, "remembered");
+
+        // A relinked binary (a new file, same size) is read again, and remembered instead.
+        std::fs::remove_file(&bin).unwrap();
+        std::fs::write(&bin, b"other build").unwrap();
+        let mut inv = inventory();
+        hash_binary(&mut inv, Some(&cache)).unwrap();
+        assert_eq!(inv.binary.1, sha(b"other build"));
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+        // No cache: always read.
+        let mut inv = inventory();
+        hash_binary(&mut inv, None).unwrap();
+        assert_eq!(inv.binary.1, sha(b"other build"));
     }
 }
