@@ -67,12 +67,8 @@ pub fn build_and_deliver(
         };
         let mut delivered = Vec::new();
         for sink in &sinks {
-            let mut done = if indexes.is_empty() {
-                sink.deliver(&built.store, &picked, report)?
-            } else {
-                sink.deliver_index(&built.store, &indexes, &picked, report)?
-            };
-            sink.attach(&built.store, &mut done, &artifacts, report)?;
+            let done =
+                sink.deliver_attached(&built.store, &picked, &indexes, &artifacts, report)?;
             delivered.push((sink.kind(), done));
         }
         made.push(Made {

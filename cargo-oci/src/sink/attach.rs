@@ -20,7 +20,7 @@ use crate::oci::index::INDEX_MEDIA_TYPE;
 use crate::oci::reference::ImageName;
 use crate::oci::store::Store;
 use crate::registry::Client;
-use crate::sink::push::{Attached, PushRequest, Pushed};
+use crate::sink::push::{self, Attached, PushRequest, Pushed};
 use crate::sink::push_ahead::{at_once, Answers, Listing};
 use crate::sink::signature_push::{push_signature, upload_all};
 
@@ -105,6 +105,62 @@ pub fn attach_all(
     Ok(())
 }
 
+/// Pushes `image` to `name` and attaches its artifacts: the first is got ready (its blobs sent,
+/// the referrers list read) while the image is sent, and attached once the image, its tags and
+/// its signature are in place; any other, after it.
+pub fn push_attached(
+    store: &Store,
+    image: &Image,
+    name: &ImageName,
+    req: &PushRequest,
+    artifacts: &[Artifact],
+    report: &Reporter,
+) -> Result<Pushed> {
+    let opened = push::open(store, image, name, req, &req.cache_dir, report)?;
+    let client = opened.client.clone();
+    let mut answers = opened.answers.clone();
+    let subject = Subject {
+        digest: &image.manifest.digest,
+        size: image.manifest.size,
+        media_type: MANIFEST_MEDIA_TYPE,
+    };
+    let at = (name, subject);
+    let mine: Vec<&Artifact> = artifacts
+        .iter()
+        .filter(|a| a.subject == image.manifest.digest)
+        .collect();
+    let (pushed, mut ready) = std::thread::scope(|s| {
+        let first = mine.first().map(|a| {
+            let answers = &answers;
+            let client = &*client;
+            s.spawn(move || prepare(store, client, at, a, req.chunk_size, answers))
+        });
+        let pushed = push::push_opened(store, image, name, req, opened, report);
+        (pushed, first.map(|t| t.join()))
+    });
+    let mut pushed = pushed?;
+    for (i, artifact) in mine.iter().enumerate() {
+        let failed = || {
+            format!(
+                "{name}@{} is pushed with its tags, but its {} could not be attached; run the push again",
+                subject.digest, artifact.media_type
+            )
+        };
+        let done = match (i, &ready) {
+            (0, Some(_)) => match ready.take() {
+                Some(Ok(r)) => r.and_then(|r| finish(store, &client, at, artifact, r, req, report)),
+                _ => Err(anyhow!("the thread attaching it panicked")),
+            },
+            _ => attach(store, &client, at, artifact, req, &answers, report),
+        }
+        .with_context(failed)?;
+        // What was listed before is not the list any more.
+        answers.referrers.remove(subject.digest);
+        pushed.attached.push(done);
+    }
+    Ok(pushed)
+}
+
 /// The artifact manifest of `artifact` for `subject`, with `config` (the empty blob) and `layer`
 /// (the artifact's blob) as stored.
 pub fn manifest(
@@ -138,15 +194,40 @@ pub fn manifest(
     }))?)
 }
 
+/// An artifact got ready to attach: its manifest, its blobs in the repository, what the
+/// registry lists for the subject.
+pub struct Ready {
+    digest: Digest,
+    size: u64,
+    bytes: Vec<u8>,
+    /// The artifact manifest is in the repository already.
+    present: bool,
+    listing: Option<Listing>,
+}
+
 fn attach(
     store: &Store,
     client: &Client,
-    (name, subject): (&ImageName, Subject),
+    at: (&ImageName, Subject),
     artifact: &Artifact,
     req: &PushRequest,
     answers: &Answers,
     report: &Reporter,
 ) -> Result<Attached> {
+    let ready = prepare(store, client, at, artifact, req.chunk_size, answers)?;
+    finish(store, client, at, artifact, ready, req, report)
+}
+
+/// Gets `artifact` ready to attach to `subject`, which need not be in the repository yet: its
+/// blobs are uploaded and the referrers list read, asking only what `answers` does not say.
+pub fn prepare(
+    store: &Store,
+    client: &Client,
+    (name, subject): (&ImageName, Subject),
+    artifact: &Artifact,
+    chunk_size: u64,
+    answers: &Answers,
+) -> Result<Ready> {
     let repo = name.repository.as_str();
     let config = store.put(EMPTY)?;
     let layer = store.put(&artifact.bytes)?;
@@ -211,7 +292,7 @@ fn attach(
             });
             let sent = match present {
                 true => Ok(()),
-                false => upload_all(client, repo, store, &missing, req.chunk_size),
+                false => upload_all(client, repo, store, &missing, chunk_size),
             };
             (sent, existing.map(|t| t.join()))
         });
@@ -222,6 +303,35 @@ fn attach(
             None => {}
         }
     }
+    Ok(Ready {
+        digest: digest.clone(),
+        size: stored.size,
+        bytes,
+        present,
+        listing,
+    })
+}
+
+/// Attaches a [`prepare`]d artifact to `subject`, now in the repository: the artifact manifest
+/// unless there, the fallback tag when the registry keeps no referrers list, the signature.
+pub fn finish(
+    store: &Store,
+    client: &Client,
+    (name, subject): (&ImageName, Subject),
+    artifact: &Artifact,
+    ready: Ready,
+    req: &PushRequest,
+    report: &Reporter,
+) -> Result<Attached> {
+    let repo = name.repository.as_str();
+    let Ready {
+        digest,
+        size,
+        bytes,
+        present,
+        listing,
+    } = ready;
+    let digest = &digest;
     let answered = match present {
         true => None,
         false => client
@@ -249,7 +359,7 @@ fn attach(
             let descriptor = json!({
                 "mediaType": MANIFEST_MEDIA_TYPE,
                 "digest": digest.as_str(),
-                "size": stored.size,
+                "size": size,
                 "artifactType": artifact.media_type,
                 "annotations": { TITLE: artifact.title },
             });

@@ -58,6 +58,26 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Delivers `picked` (or, for a multi-platform build, `indexes`) and attaches `artifacts`:
+    /// [`Sink::deliver`] (or [`Sink::deliver_index`]), then [`Sink::attach`], unless the sink
+    /// does both at once.
+    fn deliver_attached(
+        &self,
+        store: &Store,
+        picked: &[&Image],
+        indexes: &[&Index],
+        artifacts: &[attach::Artifact],
+        report: &Reporter,
+    ) -> Result<Delivered> {
+        let mut done = if indexes.is_empty() {
+            self.deliver(store, picked, report)?
+        } else {
+            self.deliver_index(store, indexes, picked, report)?
+        };
+        self.attach(store, &mut done, artifacts, report)?;
+        Ok(done)
+    }
+
     /// Delivers `images` (the image, then its variants) from `store`.
     fn deliver(&self, store: &Store, images: &[&Image], report: &Reporter) -> Result<Delivered>;
 

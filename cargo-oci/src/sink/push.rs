@@ -146,6 +146,17 @@ pub(crate) fn session(
     Ok((connect(registry, credential, scopes, &req.client)?, answers))
 }
 
+/// A push with its connection open, before anything is sent: see [`open`].
+pub struct Opened {
+    pub client: Arc<Client>,
+    /// What the registry was seen to hold.
+    pub answers: Answers,
+    blobs: Vec<crate::registry::BlobFile>,
+    sources: BTreeMap<Digest, Vec<String>>,
+    known: KnownBlobs,
+    cache_path: PathBuf,
+}
+
 /// Pushes an image of the store to `name`'s registry; `cache_dir` keeps which repositories
 /// have which blobs, for mounts.
 pub fn push_image(
@@ -156,12 +167,27 @@ pub fn push_image(
     cache_dir: &Path,
     report: &Reporter,
 ) -> Result<Pushed> {
+    let opened = open(store, image, name, req, cache_dir, report)?;
+    push_opened(store, image, name, req, opened, report)
+}
+
+/// The first part of [`push_image`]: the image's blobs are checked (unless the repository is
+/// known to hold the image) and the connection taken or made. What is attached to the image can
+/// be got ready on it while [`push_opened`] sends the image.
+pub fn open(
+    store: &Store,
+    image: &Image,
+    name: &ImageName,
+    req: &PushRequest,
+    cache_dir: &Path,
+    report: &Reporter,
+) -> Result<Opened> {
     let registry = name.registry.as_str();
     let repo = name.repository.as_str();
     let ours = &image.manifest.digest;
     let blobs = push_blobs::blob_files(store, image);
     let cache_path = cache_dir.join(".registry-blobs.json");
-    let mut known = KnownBlobs::load(&cache_path);
+    let known = KnownBlobs::load(&cache_path);
     let sources: BTreeMap<Digest, Vec<String>> = blobs
         .iter()
         .map(|b| {
@@ -182,7 +208,37 @@ pub fn push_image(
         false => push_blobs::verify(store, image),
     };
     let (client, answers) = session(registry, repo, scopes, req, report, &check)?;
+    Ok(Opened {
+        client: Arc::new(client),
+        answers,
+        blobs,
+        sources,
+        known,
+        cache_path,
+    })
+}
 
+/// The rest of [`push_image`]: the blobs the repository lacks, the manifest, the tags, the
+/// signature.
+pub fn push_opened(
+    store: &Store,
+    image: &Image,
+    name: &ImageName,
+    req: &PushRequest,
+    opened: Opened,
+    report: &Reporter,
+) -> Result<Pushed> {
+    let Opened {
+        client,
+        answers,
+        blobs,
+        sources,
+        mut known,
+        cache_path,
+    } = opened;
+    let registry = name.registry.as_str();
+    let repo = name.repository.as_str();
+    let ours = &image.manifest.digest;
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     report.status(
         "Pushing",
@@ -250,7 +306,7 @@ pub fn push_image(
         index: None,
         signatures,
         attached: Vec::new(),
-        client: Connection(std::sync::Arc::new(client)),
+        client: Connection(client),
         answers,
     })
 }

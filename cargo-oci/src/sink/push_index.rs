@@ -15,7 +15,7 @@ use crate::oci::store::Store;
 use crate::sink::push::{push_image, put_tags, session, Connection, PushRequest, Pushed};
 use crate::sink::push_ahead::{ask_names, Answers};
 use crate::sink::signature_push::push_signature;
-use crate::sink::{Delivered, Sink};
+use crate::sink::{attach, Delivered, Sink};
 use crate::util::reporter::Reporter;
 
 impl Sink for PushRequest {
@@ -37,6 +37,36 @@ impl Sink for PushRequest {
                     .clone()
                     .unwrap_or_else(|| image.name.clone());
                 push_image(store, image, &name, self, &self.cache_dir, report)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Delivered::Registry(pushed))
+    }
+    /// Pushes each image with its SBOM got ready meanwhile ([`attach::push_attached`]); a
+    /// multi-platform build, or one with `--no-attach-sbom`: the images, then the SBOMs.
+    fn deliver_attached(
+        &self,
+        store: &Store,
+        picked: &[&Image],
+        indexes: &[&Index],
+        artifacts: &[attach::Artifact],
+        report: &Reporter,
+    ) -> Result<Delivered> {
+        if !indexes.is_empty() || !self.attach_sbom {
+            let mut done = match indexes.is_empty() {
+                true => self.deliver(store, picked, report)?,
+                false => self.deliver_index(store, indexes, picked, report)?,
+            };
+            self.attach(store, &mut done, artifacts, report)?;
+            return Ok(done);
+        }
+        let pushed = picked
+            .iter()
+            .map(|image| {
+                let name = self
+                    .destination
+                    .clone()
+                    .unwrap_or_else(|| image.name.clone());
+                attach::push_attached(store, image, &name, self, artifacts, report)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Delivered::Registry(pushed))
