@@ -153,54 +153,67 @@ fn a_helper_for_another_target_is_compiled_once_per_machine_not_per_target_dir()
     );
 }
 
+/// The records of `rustc -vV` in the per-machine cache `cache`, with their change times.
+fn rustc_records(cache: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let Ok(rd) = std::fs::read_dir(cache.join("rustc-vV")) else {
+        return Vec::new();
+    };
+    rd.map(|e| {
+        let p = e.unwrap().path();
+        (
+            p.clone(),
+            std::fs::metadata(&p).unwrap().modified().unwrap(),
+        )
+    })
+    .collect()
+}
+
 #[test]
 fn the_toolchain_rustc_is_asked_once_per_machine() {
-    // A toolchain directory as `cargo oci` sees it: $CARGO and the rustc beside it (here scripts
-    // that log their calls and hand over to the real ones).
-    let tmp = tempfile::tempdir().unwrap();
-    let toolchain = tmp.path().join("toolchain");
-    std::fs::create_dir_all(&toolchain).unwrap();
-    let log = tmp.path().join("calls.log");
-    let real_cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let real_rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    for (name, real) in [("cargo", &real_cargo), ("rustc", &real_rustc)] {
-        write_script(
-            &toolchain.join(name),
-            &format!(
-                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexec '{real}' \"$@\"\n",
-                log.display()
-            ),
-        );
-    }
-    let cache = tmp.path().join("cache");
-    let mut digests = Vec::new();
-    for checkout in ["a", "b"] {
-        let target = private_target(&tmp.path().join(checkout));
-        let mut c = cargo_oci(
-            &example("http-hello"),
-            &[
-                "build",
-                "--release",
-                "--no-build",
-                "--message-format",
-                "json",
-            ],
-        );
-        c.arg("--target-dir")
-            .arg(&target)
-            .env("CARGO_OCI_CACHE_DIR", &cache)
-            .env("CARGO", toolchain.join("cargo"))
-            .env_remove("RUSTC");
-        let out = ok(c);
-        let json = result(&out);
-        digests.push(json["digest"].as_str().unwrap().to_string());
-    }
-    let calls = std::fs::read_to_string(&log).unwrap();
-    let rustc: Vec<&str> = calls.lines().filter(|l| l.starts_with("rustc")).collect();
-    assert_eq!(rustc, ["rustc -vV"], "{calls}");
+    // Two checkouts packaged in turn: as `cargo oci` runs (`$CARGO` names the toolchain's cargo,
+    // the rustc beside it answers), and run directly (the `rustc` on PATH, rustup's proxy when
+    // rustup is installed). The answer of the first run is kept in the per-machine cache and
+    // given to the second, whose run leaves the record as it is (a run that asks rustc
+    // rewrites it).
+    let real_cargo = PathBuf::from(std::env::var("CARGO").expect("cargo test sets $CARGO"));
     assert!(
-        calls.lines().any(|l| l.starts_with("cargo metadata")),
-        "{calls}"
+        real_cargo.with_file_name("rustc").is_file(),
+        "no rustc beside {}",
+        real_cargo.display()
     );
-    assert_eq!(digests[0], digests[1]);
+    for through_cargo in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let mut digests = Vec::new();
+        let mut records = Vec::new();
+        for checkout in ["a", "b"] {
+            let target = private_target(&tmp.path().join(checkout));
+            let mut c = cargo_oci(
+                &example("http-hello"),
+                &[
+                    "build",
+                    "--release",
+                    "--no-build",
+                    "--message-format",
+                    "json",
+                ],
+            );
+            c.arg("--target-dir")
+                .arg(&target)
+                .env("CARGO_OCI_CACHE_DIR", &cache)
+                .env_remove("RUSTC");
+            if through_cargo {
+                c.env("CARGO", &real_cargo);
+            } else {
+                c.env_remove("CARGO");
+            }
+            let json = result(&ok(c));
+            digests.push(json["digest"].as_str().unwrap().to_string());
+            records.push(rustc_records(&cache));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(records[0].len(), 1, "not kept: {records:?}");
+        assert_eq!(records[0], records[1], "asked again");
+        assert_eq!(digests[0], digests[1]);
+    }
 }

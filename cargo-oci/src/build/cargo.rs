@@ -449,53 +449,40 @@ pub fn prefetch_rustc_version(dir: &Path) {
     });
 }
 
-/// The rustc of the toolchain whose cargo runs us (`cargo oci`): the one beside `$CARGO`, when
-/// `$RUSTC` does not name another. Its `-vV` is kept in the per-machine cache, keyed by the
-/// file's path, size, inode and times: a toolchain directory's rustc only changes by being
-/// replaced.
-fn toolchain_rustc() -> Option<PathBuf> {
-    if std::env::var_os("RUSTC").is_some() {
-        return None;
+/// The rustc whose `-vV` is asked: `$RUSTC`; else, when cargo runs us (`cargo oci`), the one
+/// beside `$CARGO` (a toolchain's directory, not rustup's proxies, which pick a toolchain per
+/// directory themselves); else `rustc` on `PATH`.
+fn rustc_program() -> OsString {
+    if let Some(r) = std::env::var_os("RUSTC") {
+        return r;
     }
-    let cargo = PathBuf::from(std::env::var_os("CARGO")?);
-    let bin = cargo.parent()?;
-    // rustup's proxies (~/.cargo/bin) pick a toolchain per directory: not one file to key on.
-    if bin.join("rustup").exists() {
-        return None;
-    }
-    let rustc = bin.join("rustc");
-    rustc.is_absolute().then_some(rustc)
+    let beside_cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .filter(|c| c.is_absolute())
+        .and_then(|c| Some(c.parent()?.to_path_buf()))
+        .filter(|bin| !bin.join("rustup").exists())
+        .map(|bin| bin.join("rustc"))
+        .filter(|r| r.is_file());
+    beside_cargo.map_or_else(|| "rustc".into(), PathBuf::into_os_string)
 }
 
-fn rustc_cache_path(rustc: &Path) -> Option<PathBuf> {
-    use sha2::{Digest, Sha256};
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(rustc).ok().filter(|m| m.is_file())?;
-    let mut h = Sha256::new();
-    h.update(rustc.as_os_str().as_encoded_bytes());
-    for n in [m.len(), m.ino(), m.dev()] {
-        h.update(n.to_le_bytes());
-    }
-    for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
-        h.update(n.to_le_bytes());
-    }
-    let dir = crate::util::fs::cache_dir().ok()?.join("rustc");
-    Some(dir.join(hex::encode(&h.finalize()[..16])))
-}
-
+/// `rustc -vV` in `dir`, or its answer kept in the per-machine cache while the toolchain it
+/// would run is unchanged: the rustc file, and for rustup's proxy everything rustup picks a
+/// toolchain by (`config::fingerprint::toolchain`); the key holds the directory and the
+/// variables cargo, rustup and rustc read.
 fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
-    let cached = toolchain_rustc().and_then(|r| Some((rustc_cache_path(&r)?, r)));
-    if let Some((path, _)) = &cached {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if text.starts_with("rustc ") && text.contains("\nhost: ") {
-                return Ok(text);
-            }
+    use crate::config::fingerprint::{self, Question, Witnesses};
+    let rustc = rustc_program();
+    let question = Question::in_machine_cache("rustc-vV", &[dir.as_os_str(), &rustc]);
+    if let Some(text) = question.as_ref().and_then(Question::answer) {
+        if text.starts_with("rustc ") && text.contains("\nhost: ") {
+            return Ok(text);
         }
     }
-    let rustc = match &cached {
-        Some((_, r)) => r.clone().into_os_string(),
-        None => std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()),
-    };
+    let before = question.as_ref().and_then(|_| {
+        let mut w = Witnesses::default();
+        fingerprint::toolchain(&rustc, "rustc", dir, &mut w).map(|()| w)
+    });
     let out = Command::new(&rustc)
         .arg("-vV")
         .current_dir(dir)
@@ -506,14 +493,8 @@ fn run_rustc_version_verbose(dir: &Path) -> Result<String> {
         bail!("{} -vV failed", rustc.to_string_lossy());
     }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if let Some((path, _)) = &cached {
-        // Best effort: without it, the next run asks rustc again.
-        if path
-            .parent()
-            .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
-        {
-            let _ = crate::util::fs::write_atomic(path, |w| Ok(w.write_all(text.as_bytes())?));
-        }
+    if let (Some(q), Some(before)) = (question, before) {
+        q.record(before, Witnesses::default(), text.clone());
     }
     Ok(text)
 }

@@ -27,8 +27,13 @@ pub struct Selection {
     pub tags: Vec<String>,
 }
 
-/// Loads `cargo metadata` for the selection, using the user's cargo.
+/// Loads `cargo metadata` for the selection, using the user's cargo, or the list recorded by
+/// an earlier run while everything cargo read for it is unchanged (`package_list`).
 pub fn cargo_metadata(sel: &Selection) -> anyhow::Result<Metadata> {
+    super::package_list::cached(sel.manifest_path.as_deref(), || run_cargo_metadata(sel))
+}
+
+fn run_cargo_metadata(sel: &Selection) -> anyhow::Result<Metadata> {
     let mut cmd = cargo_metadata::MetadataCommand::new();
     cmd.no_deps();
     if let Some(p) = &sel.manifest_path {
@@ -261,7 +266,7 @@ pub fn spec_matches(spec: &str, p: &Package) -> bool {
 
 /// `*` and `?` globs on a package name, as `-p` takes them (linear backtracking: the last `*`
 /// absorbs one more character on a mismatch).
-fn glob_matches(pattern: &str, name: &str) -> bool {
+pub(super) fn glob_matches(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut i, mut j) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

@@ -13,8 +13,9 @@ pub mod dpkg;
 mod dpkg_cache;
 mod index;
 pub mod scanner;
-mod sealed;
 mod spdx;
+
+use crate::util::sealed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

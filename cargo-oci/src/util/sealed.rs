@@ -1,5 +1,5 @@
-//! The file format of the SBOM's caches: a JSON record after a line holding the SHA-256 of the
-//! record's bytes, written atomically. A record whose seal does not match (damaged, cut short,
+//! The file format of the per-machine caches (the SBOM's, the package list, `rustc -vV`): a
+//! JSON record after a line holding the SHA-256 of the record's bytes, written atomically. A record whose seal does not match (damaged, cut short,
 //! edited) reads as no record; one that cannot be written only costs the next run the work.
 //! Also the length-prefixed fields cache keys are hashed from.
 
