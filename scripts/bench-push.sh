@@ -2,7 +2,8 @@
 # Push timing: `cargo oci push` against `skopeo copy` of the same OCI layout, side by side in one
 # run, each to its own fresh docker-registry on 127.0.0.1 (first push: every blob uploaded;
 # second push: nothing to upload), then medians and the ratios skopeo / cargo-oci (above 1:
-# cargo-oci is faster), wall and CPU (user + system). Usage: scripts/bench-push.sh [EXAMPLE]
+# cargo-oci is faster), wall and CPU (user + system); and a no-op `cargo oci build --no-build`
+# alone, the build part every push runs first. Usage: scripts/bench-push.sh [EXAMPLE]
 # [ROUNDS]; CARGO_OCI_BIN=PATH measures that binary.
 set -euo pipefail
 
@@ -62,6 +63,9 @@ for r in $(seq "$rounds"); do
     reg=$(start_registry)
     timed "cargo oci push" first "$bin" oci push --release --no-build -q --to "$reg/bench/app"
     timed "cargo oci push" repeat "$bin" oci push --release --no-build -q --to "$reg/bench/app"
+    # The build part a push runs first (everything up to date), alone: what a repeat push costs
+    # besides the registry.
+    timed "cargo oci build" noop "$bin" oci build --release --no-build -q
 
     reg=$(start_registry)
     timed "skopeo copy" first skopeo copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/app:latest"
@@ -79,3 +83,5 @@ for w in first repeat; do
     label="first push, $example"; [ "$w" = repeat ] && label="repeat push, nothing to send"
     printf '%-30s %9s %8s | %9s %8s | %7s %7s | %s\n' "$label" "$ow" "$oc" "$sw" "$sc" "$(ratio "$sw" "$ow")" "$(ratio "$sc" "$oc")" ">= 2x"
 done
+printf '%-30s %9s %8s | (the build part of a push, alone)\n' "no-op build, --no-build" \
+    "$(col "cargo oci build" noop 3 | median)" "$(col "cargo oci build" noop 4 | median)"

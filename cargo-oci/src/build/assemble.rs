@@ -35,15 +35,18 @@ pub fn assemble(
     tags: Option<Vec<String>>,
 ) -> Result<Image> {
     let created = created_text(&spec.runtime.created);
+    let mut labels = spec.runtime.labels.clone();
+    let revision = spec.runtime.revision_from.as_deref();
+    if let Some(rev) = revision.and_then(crate::config::package::git_clean_head) {
+        labels.insert(crate::config::package::REVISION_LABEL.to_string(), rev);
+    }
     let mut cfg = ConfigBuilder::default()
         .user(format!("{}:{}", spec.runtime.user, spec.runtime.group))
         .env(env.to_vec())
         .entrypoint(vec!["/bin/entrypoint".to_string()])
         .working_dir(spec.runtime.workdir.clone())
         .labels(
-            spec.runtime
-                .labels
-                .clone()
+            labels
                 .into_iter()
                 .collect::<std::collections::HashMap<_, _>>(),
         );

@@ -152,14 +152,14 @@ pub fn configure(req: &BuildRequest) -> Result<Vec<Configured>> {
     sel.manifest_path = sel
         .manifest_path
         .or_else(|| req.cargo.manifest_path.clone());
-    // Most builds run in the package's directory: start the probes there during cargo metadata.
+    // Most builds run in the package's directory: start `rustc -vV` there while the package
+    // list is read (git starts for each package's directory as its spec is read).
     let guess = match &sel.manifest_path {
         Some(m) => m.parent().and_then(|d| d.canonicalize().ok()),
         None => std::env::current_dir().ok(),
     };
     if let Some(dir) = guess {
         cargo::prefetch_rustc_version(&dir);
-        config::prefetch_revision(&dir);
     }
     let meta = config::cargo_metadata(&sel)?;
     let all_binaries = config::workspace_defaults(&meta)?

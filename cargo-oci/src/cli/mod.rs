@@ -16,6 +16,7 @@ use crate::oci::reference::ImageName;
 use crate::registry::auth::{Credential, Secret};
 use crate::sink::load;
 use crate::sink::push::PushRequest;
+use crate::sink::push_ahead::Ahead;
 use crate::sink::{Delivered, Output, Sink};
 use crate::util::error::UsageError;
 use crate::util::reporter::Reporter;
@@ -379,6 +380,16 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = a.image.common.reporter();
             // Read once (stdin holds one password), used for every image.
             let mut credential: Option<Option<Credential>> = None;
+            // With `--to`, the registry is known now: the conversation starts while the image is
+            // configured and built.
+            let early = match a.to.as_deref().map(ImageName::parse) {
+                Some(Ok(name)) => {
+                    let cred = credential.insert(stdin_credential(&a)?).clone();
+                    let opts = a.image.registry.options();
+                    Some(Ahead::connecting(&name, cred, opts, !a.no_attach_sbom))
+                }
+                _ => None,
+            };
             let mut pushes = 0usize;
             let made = build_and_deliver(
                 &a.image.request(),
@@ -396,7 +407,8 @@ pub fn run(cli: Cli) -> Result<()> {
                         None => credential.insert(stdin_credential(&a)?).clone(),
                     };
                     Ok(vec![
-                        Box::new(push_request(&a, conf, cred, &report)?) as Box<dyn Sink>
+                        Box::new(push_request(&a, conf, cred, early.as_ref(), &report)?)
+                            as Box<dyn Sink>,
                     ])
                 },
                 &report,
@@ -419,6 +431,7 @@ fn push_request(
     a: &PushArgs,
     conf: &Configured,
     credential: Option<Credential>,
+    early: Option<&std::sync::Arc<Ahead>>,
     report: &Reporter,
 ) -> Result<PushRequest> {
     let destination =
@@ -458,10 +471,13 @@ fn push_request(
         },
         attach_sbom: !a.no_attach_sbom,
         // What the configured tags name is asked while the image is built.
-        ahead: crate::sink::push_ahead::Ahead::planned(
-            destination.unwrap_or_else(|| conf.spec.name.clone()),
-            conf.spec.tags.clone(),
-        ),
+        ahead: {
+            let name = destination.unwrap_or_else(|| conf.spec.name.clone());
+            match early {
+                Some(e) => e.plan(name, conf.spec.tags.clone()),
+                None => Ahead::planned(name, conf.spec.tags.clone()),
+            }
+        },
     })
 }
 

@@ -20,7 +20,7 @@ pub mod tags;
 pub mod validate;
 pub mod workspace;
 
-pub use package::{cargo_metadata, default_name, prefetch_revision, select_packages, Selection};
+pub use package::{cargo_metadata, default_name, select_packages, Selection};
 pub use resolve::image_specs;
 pub use spec::*;
 pub use workspace::workspace_defaults;

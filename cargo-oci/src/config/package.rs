@@ -360,11 +360,11 @@ pub(crate) fn default_labels(p: &Package) -> BTreeMap<String, String> {
     put("licenses", p.license.clone());
     put("source", p.repository.clone());
     put("url", p.homepage.clone());
-    if let Some(dir) = p.manifest_path.parent() {
-        put("revision", git_clean_head(dir.as_std_path()));
-    }
     l
 }
+
+/// The `revision` label's key.
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 
 const GIT_REVISION: &str = "git revision";
 
@@ -373,8 +373,9 @@ pub fn prefetch_revision(dir: &Path) {
     crate::util::prefetch::start(GIT_REVISION, dir, run_git_clean_head);
 }
 
-/// The commit of HEAD when the work tree holding `dir` is clean; nothing otherwise.
-fn git_clean_head(dir: &Path) -> Option<String> {
+/// The commit of HEAD when the work tree holding `dir` is clean; nothing otherwise (the
+/// `revision` label).
+pub fn git_clean_head(dir: &Path) -> Option<String> {
     crate::util::prefetch::once(GIT_REVISION, dir, run_git_clean_head)
 }
 

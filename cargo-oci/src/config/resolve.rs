@@ -7,7 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use cargo_metadata::{Metadata, Package};
 
 use crate::config::env::ConfigEnv;
-use crate::config::package::{choose_bin, default_labels, default_name, Selection, LABEL_PREFIX};
+use crate::config::package::{
+    choose_bin, default_labels, default_name, Selection, LABEL_PREFIX, REVISION_LABEL,
+};
 use crate::config::paths::{normalize, owned_by_image, volume_conflict};
 use crate::config::raw::{RawFile, RawOci};
 use crate::config::spec::{BuildSpec, Created, FileSpec, ImageSpec, PermSpec, RuntimeConfig};
@@ -269,6 +271,19 @@ fn image_spec_for(
         labels.insert(key, v);
     }
 
+    // git is asked in the background (while cargo builds); its answer is waited for when the
+    // config is written.
+    let revision_from = match (
+        labels.contains_key(REVISION_LABEL),
+        package.manifest_path.parent(),
+    ) {
+        (false, Some(dir)) => {
+            super::package::prefetch_revision(dir.as_std_path());
+            Some(dir.as_std_path().to_path_buf())
+        }
+        _ => None,
+    };
+
     let mtime = environment
         .epoch()
         .map_err(|m| UsageError::new(m).hint("set SOURCE_DATE_EPOCH to a number of seconds"))?;
@@ -428,6 +443,7 @@ fn image_spec_for(
             ports,
             volumes,
             labels,
+            revision_from,
             created,
             stop_signal,
         },

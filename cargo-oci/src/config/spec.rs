@@ -71,6 +71,10 @@ pub struct RuntimeConfig {
     pub ports: Vec<String>,
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// The directory whose git HEAD names the `revision` label when its work tree is clean
+    /// (asked in the background, and waited for only when the config is written); `None` when
+    /// the metadata sets that label.
+    pub revision_from: Option<PathBuf>,
     pub created: Created,
     /// The signal that asks the service to stop (`StopSignal`: `SIGINT`, ...); `None`: the
     /// runtime's default, SIGTERM.

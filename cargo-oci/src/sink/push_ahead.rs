@@ -1,6 +1,7 @@
 //! The registry conversation of a push, begun while the build runs. When the push sink is
-//! checked (before any build work), a thread looks up the credentials, connects (the API root,
-//! a token) and asks what the image's configured tags name; for the one manifest they name, it
+//! checked (before any build work; with `--to`, as soon as the command starts, the tags handed
+//! over once the image is configured), a thread looks up the credentials, connects (the API
+//! root, a token) and asks what the image's configured tags name; for the one manifest they name, it
 //! also asks what names its content tag would have, and which artifacts are attached to it (the
 //! referrers API's list, else the fallback tag's, and whether the listed manifests are there).
 //! After the build the push starts from these answers ([`Answers`]): a repeat push whose tags
@@ -12,7 +13,7 @@
 //! which the push, the index push and the attached artifacts share.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,9 @@ use crate::registry::{Client, ClientOptions};
 
 /// How old the answers may be when the push uses them.
 pub const FRESH: Duration = Duration::from_secs(10);
+
+/// How long a conversation started before the image was configured waits for its tags.
+const WAIT_FOR_TAGS: Duration = Duration::from_secs(600);
 
 /// What a push asks for when it asks what a tag names: an image manifest or an index.
 pub const ANY_MANIFEST: &str =
@@ -118,6 +122,8 @@ enum State {
         registry: String,
         repository: String,
         thread: JoinHandle<Result<Early>>,
+        /// Where the tags go, for a conversation started before they were known.
+        tags: Option<mpsc::Sender<Vec<String>>>,
     },
     Taken,
 }
@@ -151,6 +157,9 @@ impl Ahead {
     /// Starts the conversation on a thread of its own (once).
     pub fn start(&self, given: Option<Credential>, opts: ClientOptions, attach: bool) {
         let mut state = self.lock();
+        if !matches!(*state, State::Planned { .. }) {
+            return;
+        }
         let State::Planned { name, tags } = std::mem::replace(&mut *state, State::Idle) else {
             return;
         };
@@ -159,15 +168,65 @@ impl Ahead {
         let (r, repo) = (registry.clone(), repository.clone());
         let thread = std::thread::Builder::new()
             .name("registry".into())
-            .spawn(move || converse(&r, &repo, &tags, given.as_ref(), opts, attach));
+            .spawn(move || converse(&r, &repo, Tags::Known(tags), given.as_ref(), opts, attach));
         *state = match thread {
             Ok(thread) => State::Running {
                 registry,
                 repository,
                 thread,
+                tags: None,
             },
             Err(_) => State::Idle,
         };
+    }
+
+    /// Connects to `name`'s repository at once, before the image to push there is known; what
+    /// its tags name is asked once [`Ahead::plan`] gives them.
+    pub fn connecting(
+        name: &ImageName,
+        given: Option<Credential>,
+        opts: ClientOptions,
+        attach: bool,
+    ) -> Arc<Ahead> {
+        let (registry, repository) = (name.registry.clone(), name.repository.clone());
+        let (r, repo) = (registry.clone(), repository.clone());
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("registry".into())
+            .spawn(move || converse(&r, &repo, Tags::Later(rx), given.as_ref(), opts, attach));
+        let state = match thread {
+            Ok(thread) => State::Running {
+                registry,
+                repository,
+                thread,
+                tags: Some(tx),
+            },
+            Err(_) => State::Idle,
+        };
+        Arc::new(Ahead(Mutex::new(state)))
+    }
+
+    /// The conversation for pushing an image with `tags` to `name`: this one, when it connects
+    /// to that repository and waits for the tags (they are handed over), else a new one that
+    /// asks once started.
+    pub fn plan(self: &Arc<Self>, name: ImageName, tags: Vec<String>) -> Arc<Ahead> {
+        let mut state = self.lock();
+        if let State::Running {
+            registry,
+            repository,
+            tags: waiting @ Some(_),
+            ..
+        } = &mut *state
+        {
+            if *registry == name.registry && *repository == name.repository {
+                if let Some(tx) = waiting.take() {
+                    let _ = tx.send(tags);
+                }
+                return self.clone();
+            }
+        }
+        drop(state);
+        Ahead::planned(name, tags)
     }
 
     /// The conversation, when it was with `repository` of `registry` (waited for if still under
@@ -240,11 +299,17 @@ pub fn at_once<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
         .collect()
 }
 
+/// The tags to ask about: known when the conversation starts, or given later.
+enum Tags {
+    Known(Vec<String>),
+    Later(mpsc::Receiver<Vec<String>>),
+}
+
 /// The conversation: connect, then what the tags name, then about the manifest they name.
 fn converse(
     registry: &str,
     repo: &str,
-    tags: &[String],
+    tags: Tags,
     given: Option<&Credential>,
     opts: ClientOptions,
     attach: bool,
@@ -252,9 +317,14 @@ fn converse(
     let (credential, said) = auth::resolve_said(registry, given)?;
     let scopes = vec![format!("repository:{repo}:pull,push")];
     let client = connect(registry, credential.clone(), scopes, &opts)?;
+    // Given later: by the time the image is configured (none when that failed).
+    let tags = match tags {
+        Tags::Known(t) => t,
+        Tags::Later(rx) => rx.recv_timeout(WAIT_FOR_TAGS).unwrap_or_default(),
+    };
     let asked = Instant::now();
     let mut answers = Answers::default();
-    ask_names(&client, repo, tags, &mut answers);
+    ask_names(&client, repo, &tags, &mut answers);
     let named: BTreeSet<&Digest> = answers.names.values().flatten().collect();
     if let [digest] = named.into_iter().collect::<Vec<_>>()[..] {
         let digest = digest.clone();
@@ -381,6 +451,31 @@ mod tests {
         let out = at_once(&items, |i| i * 2);
         assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
         assert!(at_once(&[] as &[u32], |i| *i).is_empty());
+    }
+
+    #[test]
+    fn a_conversation_begun_early_is_kept_when_the_sink_is_checked() {
+        // Nothing listens on port 9 of loopback: the conversation ends in an error at once.
+        let name = ImageName::parse("127.0.0.1:9/app").unwrap();
+        let opts = ClientOptions {
+            attempts: 1,
+            ..ClientOptions::default()
+        };
+        let early = Ahead::connecting(&name, None, opts.clone(), false);
+        let ahead = early.plan(name.clone(), vec!["latest".into()]);
+        assert!(
+            Arc::ptr_eq(&early, &ahead),
+            "the tags go to the conversation under way"
+        );
+        ahead.start(None, opts, false);
+        assert!(ahead.take("127.0.0.1:9", "other").is_none());
+        let taken = ahead.take("127.0.0.1:9", "app").expect("the conversation");
+        let err = format!("{:#}", taken.err().expect("nothing listens there"));
+        assert!(err.contains("127.0.0.1:9"), "{err}");
+        assert!(ahead.take("127.0.0.1:9", "app").is_none(), "taken once");
+        // Another repository: a conversation of its own, once started.
+        let other = ImageName::parse("127.0.0.1:9/other").unwrap();
+        assert!(!Arc::ptr_eq(&early, &early.plan(other, vec![])));
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn spec() -> ImageSpec {
             ports: vec!["8080".into()],
             volumes: vec![],
             labels: BTreeMap::from([("vendor".to_string(), "unit".to_string())]),
+            revision_from: None,
             created: Created::Epoch(1),
             stop_signal: None,
         },
