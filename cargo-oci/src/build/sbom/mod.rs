@@ -187,32 +187,20 @@ fn host_aliases(host: &Path, root: &Path) -> Vec<String> {
 /// modification and change times): the identity the layer cache already trusts to reuse the
 /// layer that holds this same file. A binary cargo has not relinked is not read again.
 pub fn hash_binary(inv: &mut Inventory, cache: Option<&Path>) -> Result<()> {
+    use crate::config::fingerprint::{identity, Identity};
     #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
     struct Record {
-        identity: Vec<i64>,
+        identity: Identity,
         sha256: String,
     }
     let Some(host) = &inv.binary_host else {
         return Ok(());
     };
-    let identity = || -> Option<Vec<i64>> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(host).ok()?;
-        Some(vec![
-            m.len() as i64,
-            m.ino() as i64,
-            m.dev() as i64,
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        ])
-    };
     let record_path = cache.map(|c| {
         let name = sha2::Sha256::digest(host.as_os_str().as_encoded_bytes());
         c.join(hex::encode(&name[..16]))
     });
-    let before = identity();
+    let before = identity(host);
     if let (Some(path), Some(id)) = (&record_path, &before) {
         if let Some(r) = sealed::read::<Record>(path).filter(|r| r.identity == *id) {
             inv.binary.1 = r.sha256;
@@ -222,7 +210,7 @@ pub fn hash_binary(inv: &mut Inventory, cache: Option<&Path>) -> Result<()> {
     inv.binary.1 = hash_file::<sha2::Sha256>(host)?;
     // Only a file that did not change while it was read is remembered.
     if let (Some(path), Some(id)) = (&record_path, before) {
-        if identity().as_ref() == Some(&id) {
+        if identity(host).as_ref() == Some(&id) {
             let record = Record {
                 identity: id,
                 sha256: inv.binary.1.clone(),
