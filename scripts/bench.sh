@@ -19,9 +19,10 @@
 #
 # The table ends with the performance targets, each as a ratio to the best peer image builder
 # (podman, buildah, umoci) measured in the same run: wall and CPU seconds (user + system, the
-# figure a busy machine disturbs least). w1 runs twice: "warm helper" (store and layer cache
-# emptied, the per-machine cache kept) and "fresh checkout" (target/oci and the per-machine
-# cache both empty, as in a new CI job). cargo-oci's per-machine cache is a private one under
+# figure a busy machine disturbs least). Each workload runs "cold" (the project's store and
+# layer cache emptied, the per-machine cache kept: the contract helper, the layers made only of
+# the machine's own files such as the C library, remembered package lists) and "fresh
+# checkout" (target/oci and the per-machine cache both empty, as in a new CI job). cargo-oci's per-machine cache is a private one under
 # target/bench (CARGO_OCI_CACHE_DIR), never the user's.
 set -euo pipefail
 
@@ -193,11 +194,10 @@ for i in $(seq "$RUNS"); do
     d=$(oci_dir "$w")
 
     oci_cmd "$w"
-    if [ "$w" = w1 ]; then
-      # A fresh checkout in a new CI job: no target/oci, an empty per-machine cache.
-      rm -rf "$d" "$work/cache-fresh"
-      timed "$w" "cargo-oci gzip (fresh checkout)" env CARGO_OCI_CACHE_DIR="$work/cache-fresh" "${CMD[@]}" -o "$d/bench-out"
-    fi
+    # A fresh checkout in a new CI job: no target/oci, an empty per-machine cache (no contract
+    # helper, no machine layers, no remembered package list or owners).
+    rm -rf "$d" "$work/cache-fresh"
+    timed "$w" "cargo-oci gzip (fresh checkout)" env CARGO_OCI_CACHE_DIR="$work/cache-fresh" "${CMD[@]}" -o "$d/bench-out"
     cold "$w"
     timed "$w" "cargo-oci gzip (cold)" "${CMD[@]}" -o "$d/bench-out"
     timed "$w" "cargo-oci (nothing changed)" "${CMD[@]}" -o "$d/bench-out"
@@ -349,6 +349,7 @@ printf '%-44s %9s %8s | %-24s %9s %8s | %7s %7s | %s\n' figure "wall" "cpu" "bes
 target_row "W1 gzip, helper cached (store emptied)" w1 "cargo-oci gzip (cold)" ">= 2x, layers <= gzip -6"
 target_row "W1 gzip, fresh checkout (no target/oci, no cache)" w1 "cargo-oci gzip (fresh checkout)" ">= 1.5x"
 target_row "small (http-hello) gzip cold" small "cargo-oci gzip (cold)" ">= 1.5x"
+target_row "small, fresh checkout (no target/oci, no cache)" small "cargo-oci gzip (fresh checkout)" "(for reference)"
 echo "nothing changed, over cargo build: $(awk -v a="$oci_noop" -v b="$noop" 'BEGIN { printf "%+.0f ms", (a - b) * 1000 }') (target <= +20 ms)"
 for w in w1 small; do
   echo "$w layers: $(size_of "$w.gzip-bytes") bytes; gzip -6 of the same tars: $(size_of "$w.gzip6-bytes") bytes ($(ratio "$(size_of "$w.gzip-bytes")" "$(size_of "$w.gzip6-bytes")")x; target <= 1.00)"

@@ -7,6 +7,11 @@ use std::process::Command;
 use cargo_oci_tests::*;
 
 fn build_json(target: &Path, extra: &[&str]) -> serde_json::Value {
+    build_json_in(target, &test_cache_dir(), extra)
+}
+
+/// [`build_json`] with `machine` as the per-machine cache.
+fn build_json_in(target: &Path, machine: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "build",
         "--release",
@@ -18,7 +23,7 @@ fn build_json(target: &Path, extra: &[&str]) -> serde_json::Value {
         target.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = ok(cargo_oci(&example("http-hello"), &args));
+    let out = ok(cargo_oci(&example("http-hello"), &args).env("CARGO_OCI_CACHE_DIR", machine));
     result(&out)
 }
 
@@ -38,9 +43,55 @@ fn layers(v: &serde_json::Value) -> Vec<(String, String, bool)> {
 }
 
 #[test]
+fn another_checkout_takes_the_machines_layers_and_compresses_only_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let machine = tmp.path().join("machine-cache");
+    let (a, b) = (
+        private_target(&tmp.path().join("a")),
+        private_target(&tmp.path().join("b")),
+    );
+    let first = build_json_in(&a, &machine, &[]);
+    assert!(layers(&first).iter().all(|l| !l.2), "{first}");
+    // Another target directory (a new checkout, or a CI job) on the same machine.
+    let second = build_json_in(&b, &machine, &[]);
+    let (l1, l2) = (layers(&first), layers(&second));
+    assert_eq!(l1.len(), l2.len());
+    for (x, y) in l1.iter().zip(&l2) {
+        assert_eq!(x.1, y.1, "the {} layer has the same bytes", x.0);
+        if y.0 == "service" {
+            assert!(
+                !y.2,
+                "the service, a file of the project's, is compressed: {second}"
+            );
+        } else {
+            assert!(
+                y.2,
+                "the machine's {} layer is taken as it is: {second}",
+                y.0
+            );
+        }
+    }
+    assert_eq!(first["digest"], second["digest"]);
+    // Every blob is in the second layout whole: skopeo verifies each digest while copying.
+    if tool("skopeo").is_some() {
+        let layout = second["path"].as_str().unwrap();
+        let reference = second["references"][0].as_str().unwrap();
+        ok(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("oci:{layout}:{reference}"),
+            &format!("dir:{}", tmp.path().join("copy").display()),
+        ]));
+    }
+}
+
+#[test]
 fn only_changed_layers_are_written_again() {
     let tmp = tempfile::tempdir().unwrap();
     let target = private_target(tmp.path());
+    // A machine that has never built an image: nothing to reuse anywhere.
+    let machine = tmp.path().join("machine-cache");
+    let build_json = |target: &Path, extra: &[&str]| build_json_in(target, &machine, extra);
 
     let first = build_json(&target, &[]);
     let l1 = layers(&first);

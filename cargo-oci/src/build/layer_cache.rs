@@ -12,6 +12,14 @@
 //! hashed on every reuse); anything else is a damaged entry, rebuilt and noted in the store's
 //! repairs. (Written here: the key is specific to layer plans, and a record is one small file
 //! beside the blob store.)
+//!
+//! Layers made only of the machine's own files (the C library, the dynamic loader, the
+//! contract helper, generated files such as `/etc/passwd`: nothing under the project's
+//! workspace or target directory) are also kept once per machine, records and blobs alike, in
+//! the per-machine cache ([`LayerCache::sharing`]): another checkout, another project or a new
+//! target directory on the same machine takes them from there instead of compressing the same
+//! bytes again, as a base image's layers are compressed once by whoever publishes it. They are
+//! checked exactly like the project's own, and copied into the project's store.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -34,6 +42,28 @@ const FORMAT: &str = "cargo-oci layer cache 2";
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     dir: PathBuf,
+    shared: Option<Shared>,
+}
+
+/// The per-machine layers: their records, their blobs, and the project's own directories, whose
+/// files make a layer the project's alone.
+#[derive(Debug, Clone)]
+struct Shared {
+    cache: Box<LayerCache>,
+    store: Store,
+    project: Vec<PathBuf>,
+}
+
+impl Shared {
+    /// Whether every file of `plan` is the machine's, none the project's.
+    fn covers(&self, plan: &LayerPlan) -> bool {
+        plan.entries.iter().all(|e| match &e.content {
+            Content::File(host) => {
+                host.is_absolute() && !self.project.iter().any(|p| host.starts_with(p))
+            }
+            Content::Dir | Content::Symlink(_) | Content::Bytes(_) => true,
+        })
+    }
 }
 
 impl LayerCache {
@@ -43,7 +73,21 @@ impl LayerCache {
         crate::util::fs::remove_stale_temps(dir, crate::oci::store::STALE_AFTER);
         Ok(LayerCache {
             dir: dir.to_path_buf(),
+            shared: None,
         })
+    }
+
+    /// Also keeps the layers made only of the machine's own files in `machine` (a directory of
+    /// the per-machine cache: records, and blobs under `store/`), and takes them from there.
+    /// `project` lists the directories whose files are the project's own (its workspace and
+    /// target directory).
+    pub fn sharing(mut self, machine: &Path, project: Vec<PathBuf>) -> Result<LayerCache> {
+        self.shared = Some(Shared {
+            cache: Box::new(LayerCache::open(machine)?),
+            store: Store::open(&machine.join("store"))?,
+            project,
+        });
+        Ok(self)
     }
 
     /// The layer of `plan`: from the cache when its inputs are unchanged, else written to the
@@ -74,14 +118,52 @@ impl LayerCache {
                 record.display()
             )),
         }
+        let shared = self.shared.as_ref().filter(|s| s.covers(plan));
+        if let Some(shared) = shared {
+            let machine_record = shared.cache.dir.join(format!("{key}.json"));
+            match lookup(&shared.store, &key, &machine_record) {
+                Lookup::Hit(mut hit) => {
+                    // Into the project's store, checked on the way (the lookup has just hashed
+                    // it: the kernel copies it).
+                    shared
+                        .store
+                        .copy_out(&hit.blob, &store.path(&hit.blob.digest))?;
+                    write_record(&record, &key, &hit);
+                    hit.role = plan.role.clone();
+                    hit.reused = true;
+                    return Ok(hit);
+                }
+                Lookup::Miss => {}
+                Lookup::Damaged(why) => store.note_repair(format!(
+                    "the machine's cached {} layer ({}) {why}; rebuilt it",
+                    plan.role,
+                    machine_record.display()
+                )),
+            }
+        }
         let layer = crate::build::layer_writer::write_layer(store, plan, mtime, comp)?;
-        // A record that cannot be written costs a rebuild next time, nothing more.
-        let _ = crate::util::fs::write_atomic(&record, |w| {
-            serde_json::to_writer(w, &Record::new(&key, &layer)?)?;
-            Ok(())
-        });
+        write_record(&record, &key, &layer);
+        if let Some(shared) = shared {
+            // Best effort, as every record: without it, the next project compresses it again.
+            if store
+                .copy_out(&layer.blob, &shared.store.path(&layer.blob.digest))
+                .is_ok()
+            {
+                let machine_record = shared.cache.dir.join(format!("{key}.json"));
+                write_record(&machine_record, &key, &layer);
+            }
+        }
         Ok(layer)
     }
+}
+
+/// Records `layer` under `key` at `path`. A record that cannot be written costs a rebuild next
+/// time, nothing more.
+fn write_record(path: &Path, key: &str, layer: &Layer) {
+    let _ = crate::util::fs::write_atomic(path, |w| {
+        serde_json::to_writer(w, &Record::new(key, layer)?)?;
+        Ok(())
+    });
 }
 
 /// The lock of the layer with `key` in this process.
@@ -347,6 +429,79 @@ mod tests {
         assert!(!again.reused);
         assert_eq!(again.diff_id, la.diff_id);
         assert_eq!(store.take_repairs().len(), 1);
+    }
+
+    #[test]
+    fn the_machines_own_layers_are_compressed_once_per_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = dir.path().join("machine-cache");
+        let lib = dir.path().join("usr-lib").join("libc.so.6");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, vec![5u8; 100_000]).unwrap();
+        let comp = Compression::new(Codec::Gzip);
+        // Two checkouts: each its own target directory, store and cache.
+        let checkout = |name: &str| {
+            let root = dir.path().join(name);
+            let target = root.join("target");
+            let store = Store::open(&target.join("oci/.store")).unwrap();
+            let cache = LayerCache::open(&target.join("oci/.cache/layers"))
+                .unwrap()
+                .sharing(&machine, vec![root.clone(), target])
+                .unwrap();
+            (root, store, cache)
+        };
+        let (a_root, a_store, a_cache) = checkout("a");
+        let (b_root, b_store, b_cache) = checkout("b");
+
+        let first = a_cache.layer(&a_store, &plan(&lib), 1, comp).unwrap();
+        assert!(!first.reused);
+        let second = b_cache.layer(&b_store, &plan(&lib), 1, comp).unwrap();
+        assert!(second.reused, "the other checkout compressed it again");
+        assert_eq!(second.blob, first.blob);
+        assert!(b_store.verify(&second.blob), "copied whole into its store");
+        assert!(b_store.take_repairs().is_empty());
+
+        // A project's own file is not kept per machine.
+        for (root, store, cache) in [(&a_root, &a_store, &a_cache), (&b_root, &b_store, &b_cache)] {
+            let app = root.join("target/release/app");
+            std::fs::create_dir_all(app.parent().unwrap()).unwrap();
+            std::fs::write(&app, b"service").unwrap();
+            assert!(!cache.layer(store, &plan(&app), 1, comp).unwrap().reused);
+        }
+        let records = std::fs::read_dir(&machine)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count();
+        assert_eq!(
+            records, 1,
+            "only the machine's layer is recorded per machine"
+        );
+
+        // A damaged machine blob: rebuilt, noted, never used.
+        let machine_blob = machine.join("store/sha256").join(first.blob.digest.hex());
+        let mut bytes = std::fs::read(&machine_blob).unwrap();
+        bytes[20] ^= 1;
+        std::fs::remove_file(&machine_blob).unwrap();
+        std::fs::write(&machine_blob, &bytes).unwrap();
+        let (_, c_store, c_cache) = checkout("c");
+        let third = c_cache.layer(&c_store, &plan(&lib), 1, comp).unwrap();
+        assert!(!third.reused);
+        assert_eq!(third.blob, first.blob);
+        assert!(c_store.verify(&third.blob));
+        let notes = c_store.take_repairs();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("machine"), "{notes:?}");
+        // ... and the machine's copy is good again for the next one.
+        assert_eq!(
+            std::fs::read(&machine_blob).unwrap(),
+            std::fs::read(c_store.path(&first.blob.digest)).unwrap()
+        );
     }
 
     #[test]

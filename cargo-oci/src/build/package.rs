@@ -212,15 +212,7 @@ pub fn assemble(
         let digests = target_dir.join("oci").join(".cache").join("digests");
         let inv = &mut inventory;
         let hashing = s.spawn(move || sbom::hash_binary(inv, Some(&digests)));
-        let layers = write_layers(
-            &spec.name.to_string(),
-            &store,
-            target_dir,
-            &all,
-            spec.mtime,
-            compression,
-            report,
-        );
+        let layers = write_layers(spec, &store, target_dir, &all, compression, report);
         let hashed = hashing
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("hashing the binary panicked")));
@@ -274,15 +266,36 @@ pub fn assemble(
 /// Writes every layer at once (through the layer cache): the small ones compress while the big
 /// one does, instead of leaving cores idle at the end of each layer. Reports what it did.
 fn write_layers(
-    name: &str,
+    spec: &ImageSpec,
     store: &Store,
     target_dir: &Path,
     all: &[&plan::LayerPlan],
-    mtime: u64,
     codec: Codec,
     report: &Reporter,
 ) -> Result<Vec<crate::oci::layer::Layer>> {
-    let cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
+    let (name, mtime) = (spec.name.to_string(), spec.mtime);
+    let mut cache = LayerCache::open(&target_dir.join("oci").join(".cache").join("layers"))?;
+    // Layers of the machine's own files (the C library, the contract helper) are compressed
+    // once per machine; the workspace's and the target directory's files are the project's.
+    if let Ok(machine) = crate::util::fs::cache_dir() {
+        let mut project = vec![
+            target_dir.to_path_buf(),
+            spec.build.target_directory.clone(),
+            spec.build.package_dir.clone(),
+        ];
+        project.extend(
+            spec.build
+                .workspace_manifests
+                .first()
+                .and_then(|m| m.parent())
+                .map(Path::to_path_buf),
+        );
+        let project = project
+            .into_iter()
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .collect();
+        cache = cache.sharing(&machine.join("layers"), project)?;
+    }
     let comp = Compression::new(codec);
     let total = all
         .iter()
