@@ -128,9 +128,11 @@ pub(crate) fn session(
     check_first: &dyn Fn(&Answers) -> Result<()>,
 ) -> Result<(Client, Answers)> {
     let (client, credential, answers) = match req.ahead.take(registry, repo) {
-        Some(early) => {
+        Some((said, early)) => {
+            if let Some(said) = said {
+                report.detail(&said);
+            }
             let early = early?;
-            report.detail(&early.said);
             (Some(early.client), Some(early.credential), early.answers)
         }
         None => (None, None, Answers::default()),

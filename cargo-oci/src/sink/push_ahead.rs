@@ -104,11 +104,13 @@ pub struct Early {
     pub client: Client,
     /// The credential in use (looked up once per push).
     pub credential: Option<Credential>,
-    /// What the credential look-up says at `-v`.
-    pub said: String,
     pub answers: Answers,
     asked: Instant,
 }
+
+/// What the credential look-up says at `-v` (once it was made), and the conversation or why
+/// it failed.
+pub type Conversation = (Option<String>, Result<Early>);
 
 enum State {
     /// Nothing to ask ahead (or not asked yet): the push connects after the build.
@@ -121,7 +123,7 @@ enum State {
     Running {
         registry: String,
         repository: String,
-        thread: JoinHandle<Result<Early>>,
+        thread: JoinHandle<Conversation>,
         /// Where the tags go, for a conversation started before they were known.
         tags: Option<mpsc::Sender<Vec<String>>>,
     },
@@ -232,7 +234,7 @@ impl Ahead {
     /// The conversation, when it was with `repository` of `registry` (waited for if still under
     /// way); its answers are dropped when they are no longer fresh. `None`: the push connects
     /// itself.
-    pub fn take(&self, registry: &str, repository: &str) -> Option<Result<Early>> {
+    pub fn take(&self, registry: &str, repository: &str) -> Option<Conversation> {
         let mut state = self.lock();
         match &*state {
             State::Running {
@@ -250,7 +252,7 @@ impl Ahead {
             Ok(r) => r,
             Err(_) => return None,
         };
-        if let Ok(e) = &mut early {
+        if let (_, Ok(e)) = &mut early {
             if e.asked.elapsed() > FRESH {
                 e.answers = Answers::default();
             }
@@ -313,10 +315,16 @@ fn converse(
     given: Option<&Credential>,
     opts: ClientOptions,
     attach: bool,
-) -> Result<Early> {
-    let (credential, said) = auth::resolve_said(registry, given)?;
+) -> Conversation {
+    let (credential, said) = match auth::resolve_said(registry, given) {
+        Ok(found) => found,
+        Err(e) => return (None, Err(e)),
+    };
     let scopes = vec![format!("repository:{repo}:pull,push")];
-    let client = connect(registry, credential.clone(), scopes, &opts)?;
+    let client = match connect(registry, credential.clone(), scopes, &opts) {
+        Ok(c) => c,
+        Err(e) => return (Some(said), Err(e)),
+    };
     // Given later: by the time the image is configured (none when that failed).
     let tags = match tags {
         Tags::Known(t) => t,
@@ -331,13 +339,13 @@ fn converse(
         answers.present.insert(digest.clone());
         about(&client, repo, &digest, attach, &mut answers);
     }
-    Ok(Early {
+    let early = Early {
         client,
         credential,
-        said,
         answers,
         asked,
-    })
+    };
+    (Some(said), Ok(early))
 }
 
 /// Asks what each of `tags` names, at once; a question that goes wrong is left out.
@@ -469,7 +477,9 @@ mod tests {
         );
         ahead.start(None, opts, false);
         assert!(ahead.take("127.0.0.1:9", "other").is_none());
-        let taken = ahead.take("127.0.0.1:9", "app").expect("the conversation");
+        let (said, taken) = ahead.take("127.0.0.1:9", "app").expect("the conversation");
+        // What -v says of the credentials is kept for the push to say, even on a failure.
+        assert!(said.is_some_and(|s| s.contains("127.0.0.1:9")));
         let err = format!("{:#}", taken.err().expect("nothing listens there"));
         assert!(err.contains("127.0.0.1:9"), "{err}");
         assert!(ahead.take("127.0.0.1:9", "app").is_none(), "taken once");
