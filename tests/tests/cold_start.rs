@@ -155,7 +155,12 @@ fn a_helper_for_another_target_is_compiled_once_per_machine_not_per_target_dir()
 
 /// The records of `rustc -vV` in the per-machine cache `cache`, with their change times.
 fn rustc_records(cache: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
-    let Ok(rd) = std::fs::read_dir(cache.join("rustc-vV")) else {
+    records_of(cache, "rustc-vV")
+}
+
+/// The records of the question `kind` in the per-machine cache, with their modification times.
+fn records_of(cache: &Path, kind: &str) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let Ok(rd) = std::fs::read_dir(cache.join(kind)) else {
         return Vec::new();
     };
     rd.map(|e| {
@@ -216,4 +221,45 @@ fn the_toolchain_rustc_is_asked_once_per_machine() {
         assert_eq!(records[0], records[1], "asked again");
         assert_eq!(digests[0], digests[1]);
     }
+}
+
+#[test]
+fn where_a_targets_standard_library_lives_is_asked_once_per_machine() {
+    // `--target` makes cargo-oci check that the target's std is installed (`rustc --print
+    // target-libdir`): the directory is kept per machine, its contents looked at every time.
+    let triple = "x86_64-unknown-linux-gnu";
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let mut records = Vec::new();
+    let mut digests = Vec::new();
+    for checkout in ["a", "b"] {
+        let target = private_target(&tmp.path().join(checkout));
+        let dir = target.join(triple).join("release");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::rename(target.join("release/http-hello"), dir.join("http-hello")).unwrap();
+        let mut c = cargo_oci(
+            &example("http-hello"),
+            &[
+                "build",
+                "--release",
+                "--no-build",
+                "--target",
+                triple,
+                "--message-format",
+                "json",
+            ],
+        );
+        c.arg("--target-dir")
+            .arg(&target)
+            .env("CARGO_OCI_CACHE_DIR", &cache)
+            .env_remove("RUSTC")
+            .env_remove("CARGO");
+        let json = result(&ok(c));
+        digests.push(json["digest"].as_str().unwrap().to_string());
+        records.push(records_of(&cache, "rustc-target-libdir"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(records[0].len(), 1, "not kept: {records:?}");
+    assert_eq!(records[0], records[1], "asked again");
+    assert_eq!(digests[0], digests[1]);
 }

@@ -449,6 +449,42 @@ pub fn prefetch_rustc_version(dir: &Path) {
     });
 }
 
+/// `rustc --print target-libdir --target TRIPLE` in `dir`: where the toolchain keeps (or would
+/// keep) the standard library for `triple`. Kept in the per-machine cache like `rustc -vV`
+/// ([`run_rustc_version_verbose`]): the path only changes with the toolchain. Whether `std` is
+/// there is for the caller to look at each time (`rustup target add` fills that directory).
+pub fn rustc_target_libdir(triple: &str, dir: &Path) -> Option<PathBuf> {
+    use crate::config::fingerprint::{self, Question, Witnesses};
+    let rustc = rustc_program();
+    let question = Question::in_machine_cache(
+        "rustc-target-libdir",
+        &[dir.as_os_str(), &rustc, std::ffi::OsStr::new(triple)],
+    );
+    if let Some(path) = question.as_ref().and_then(Question::answer) {
+        return Some(PathBuf::from(path));
+    }
+    let before = question.as_ref().and_then(|_| {
+        let mut w = Witnesses::default();
+        fingerprint::toolchain(&rustc, "rustc", dir, &mut w).map(|()| w)
+    });
+    let out = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", triple])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.is_empty() {
+        return None;
+    }
+    if let (Some(q), Some(before)) = (question, before) {
+        q.record(before, Witnesses::default(), path.clone());
+    }
+    Some(PathBuf::from(path))
+}
+
 /// The rustc whose `-vV` is asked: `$RUSTC`; else, when cargo runs us (`cargo oci`), the one
 /// beside `$CARGO` (a toolchain's directory, not rustup's proxies, which pick a toolchain per
 /// directory themselves); else `rustc` on `PATH`.

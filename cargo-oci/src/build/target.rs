@@ -159,22 +159,12 @@ fn linker_advice(triple: &str, arch: ElfArch) -> String {
 
 /// Whether `rustc --print target-libdir --target T` names a directory holding `std`.
 fn std_installed(triple: &str, package_dir: &Path) -> bool {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let Ok(out) = Command::new(rustc)
-        .args(["--print", "target-libdir", "--target", triple])
-        .current_dir(package_dir)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-    else {
-        return false;
-    };
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    out.status.success()
-        && std::fs::read_dir(&dir).is_ok_and(|rd| {
+    crate::build::cargo::rustc_target_libdir(triple, package_dir).is_some_and(|dir| {
+        std::fs::read_dir(&dir).is_ok_and(|rd| {
             rd.filter_map(Result::ok)
                 .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
         })
+    })
 }
 
 /// Whether a cargo configuration file that applies in `package_dir` sets a linker for `triple`.
