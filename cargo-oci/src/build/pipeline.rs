@@ -447,8 +447,10 @@ pub fn assemble_one(
         pick,
         ..
     } = conf;
-    let mut platforms = Vec::new();
-    for artifact in artifacts {
+    // The platforms of one image are packaged side by side: their layers share the process's
+    // compressing threads, and what one waits for (a file read, a cache record) the other
+    // fills with work.
+    let one = |artifact: &Artifact| -> Result<PlatformBuilt> {
         report.status(
             "Packaging",
             &format!(
@@ -477,15 +479,27 @@ pub fn assemble_one(
             prepare,
             report,
         )?;
-        platforms.push(PlatformBuilt {
+        Ok(PlatformBuilt {
             target: artifact.target.clone(),
             image,
             debug,
             closure,
             plan,
             inventory,
-        });
-    }
+        })
+    };
+    let platforms: Vec<PlatformBuilt> = match artifacts {
+        [artifact] => vec![one(artifact)?],
+        _ => std::thread::scope(|s| {
+            let jobs: Vec<_> = artifacts.iter().map(|a| s.spawn(|| one(a))).collect();
+            jobs.into_iter()
+                .map(|j| {
+                    j.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an image assembler panicked")))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?,
+    };
     let store = Store::open(&target_dir.join("oci").join(".store"))?;
     let index = index_of(&store, &platforms, &spec, report)?;
     let pick = pick_platform(&platforms, pick.as_deref(), &spec)?;
