@@ -86,6 +86,38 @@ fn another_checkout_takes_the_machines_layers_and_compresses_only_its_own() {
 }
 
 #[test]
+fn a_per_machine_cache_that_cannot_hold_layers_only_costs_the_compression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let machine = tmp.path().join("machine-cache");
+    std::fs::create_dir_all(&machine).unwrap();
+    // Where the machine's layers would go, a file.
+    std::fs::write(machine.join("layers"), b"not a directory").unwrap();
+    let target = private_target(&tmp.path().join("a"));
+    let out = run(cargo_oci(
+        &example("http-hello"),
+        &[
+            "build",
+            "--release",
+            "--no-build",
+            "-v",
+            "--message-format",
+            "json",
+            "--target-dir",
+            target.to_str().unwrap(),
+        ],
+    )
+    .env("CARGO_OCI_CACHE_DIR", &machine));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the machine's layer cache is not used"),
+        "{err}"
+    );
+    let built = result(&String::from_utf8_lossy(&out.stdout));
+    assert!(layers(&built).iter().all(|l| !l.2), "{built}");
+}
+
+#[test]
 fn only_changed_layers_are_written_again() {
     let tmp = tempfile::tempdir().unwrap();
     let target = private_target(tmp.path());

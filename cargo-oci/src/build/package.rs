@@ -294,7 +294,11 @@ fn write_layers(
             .into_iter()
             .map(|p| std::path::absolute(&p).unwrap_or(p))
             .collect();
-        cache = cache.sharing(&machine.join("layers"), project)?;
+        // Best effort: without it, these layers are compressed here, as before.
+        match cache.clone().sharing(&machine.join("layers"), project) {
+            Ok(shared) => cache = shared,
+            Err(e) => report.detail(&format!("the machine's layer cache is not used: {e:#}")),
+        }
     }
     let comp = Compression::new(codec);
     let total = all
