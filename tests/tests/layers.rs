@@ -27,6 +27,21 @@ fn build_json_in(target: &Path, machine: &Path, extra: &[&str]) -> serde_json::V
     result(&out)
 }
 
+/// skopeo copies the built image out of its layout (when skopeo is here), checking every blob's
+/// digest on the way.
+fn skopeo_copies_every_blob(built: &serde_json::Value, to: &Path) {
+    if tool("skopeo").is_some() {
+        let layout = built["path"].as_str().unwrap();
+        let reference = built["references"][0].as_str().unwrap();
+        ok(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("oci:{layout}:{reference}"),
+            &format!("dir:{}", to.display()),
+        ]));
+    }
+}
+
 fn layers(v: &serde_json::Value) -> Vec<(String, String, bool)> {
     v["layers"]
         .as_array()
@@ -73,16 +88,7 @@ fn another_checkout_takes_the_machines_layers_and_compresses_only_its_own() {
     }
     assert_eq!(first["digest"], second["digest"]);
     // Every blob is in the second layout whole: skopeo verifies each digest while copying.
-    if tool("skopeo").is_some() {
-        let layout = second["path"].as_str().unwrap();
-        let reference = second["references"][0].as_str().unwrap();
-        ok(Command::new("skopeo").args([
-            "copy",
-            "-q",
-            &format!("oci:{layout}:{reference}"),
-            &format!("dir:{}", tmp.path().join("copy").display()),
-        ]));
-    }
+    skopeo_copies_every_blob(&second, &tmp.path().join("copy"));
 }
 
 #[test]
@@ -169,16 +175,7 @@ fn only_changed_layers_are_written_again() {
     assert_ne!(first["digest"], third["digest"]);
 
     // The reused blobs are in the new layout: skopeo verifies every digest while copying.
-    if tool("skopeo").is_some() {
-        let layout = third["path"].as_str().unwrap();
-        let reference = third["references"][0].as_str().unwrap();
-        ok(Command::new("skopeo").args([
-            "copy",
-            "-q",
-            &format!("oci:{layout}:{reference}"),
-            &format!("dir:{}", tmp.path().join("copy").display()),
-        ]));
-    }
+    skopeo_copies_every_blob(&third, &tmp.path().join("copy"));
 }
 
 #[test]
