@@ -118,10 +118,13 @@ impl LayerCache {
                 record.display()
             )),
         }
-        let shared = self.shared.as_ref().filter(|s| s.covers(plan));
-        if let Some(shared) = shared {
-            let machine_record = shared.cache.dir.join(format!("{key}.json"));
-            match lookup(&shared.store, &key, &machine_record) {
+        let shared = self
+            .shared
+            .as_ref()
+            .filter(|s| s.covers(plan))
+            .map(|s| (s, s.cache.dir.join(format!("{key}.json"))));
+        if let Some((shared, machine_record)) = &shared {
+            match lookup(&shared.store, &key, machine_record) {
                 Lookup::Hit(mut hit) => {
                     // Into the project's store, checked on the way (the lookup has just hashed
                     // it: the kernel copies it).
@@ -143,14 +146,13 @@ impl LayerCache {
         }
         let layer = crate::build::layer_writer::write_layer(store, plan, mtime, comp)?;
         write_record(&record, &key, &layer);
-        if let Some(shared) = shared {
+        if let Some((shared, machine_record)) = &shared {
             // Best effort, as every record: without it, the next project compresses it again.
             if store
                 .copy_out(&layer.blob, &shared.store.path(&layer.blob.digest))
                 .is_ok()
             {
-                let machine_record = shared.cache.dir.join(format!("{key}.json"));
-                write_record(&machine_record, &key, &layer);
+                write_record(machine_record, &key, &layer);
             }
         }
         Ok(layer)
